@@ -1,0 +1,1 @@
+"""mlbench: reproducible benchmark of image-classification AutoML services."""

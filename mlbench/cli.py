@@ -1,0 +1,131 @@
+"""`mlbench` command line: one sub-command per pipeline stage, plus per-service commands.
+
+Each DVC stage in `dvc.yaml` runs exactly one of these commands. A `UserError` anywhere
+becomes one line on stderr and exit status 2; every other exception keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from mlbench.errors import UserError
+
+app = typer.Typer(
+    help="Benchmark image-classification AutoML services on your data (driven by `dvc repro`).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+Dataset = Annotated[str, typer.Argument(help="Dataset name (see `params.yaml` datasets).")]
+ServiceName = Annotated[str, typer.Argument(help="Service name: local, nyckel, huggingface, "
+                                                 "vertex or rekognition.")]
+
+
+def user_errors(fn: F) -> F:
+    """Turn a UserError into one clear line and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _params():
+    from mlbench.params import load_params
+
+    return load_params()
+
+
+@app.command()
+@user_errors
+def fetch(dataset: Dataset) -> None:
+    """Get the dataset from its source (or built-in generator) into data/<ds>/raw/."""
+    from mlbench import paths
+    from mlbench.data.sources import get_source
+    from mlbench.data.sources.base import FetchContext
+
+    params = _params()
+    raw = paths.raw_dir(dataset)
+    raw.mkdir(parents=True, exist_ok=True)
+    get_source(dataset).fetch(raw, FetchContext.from_params(dataset, params.sources))
+    err.print(f"fetched {dataset} into {raw}")
+
+
+@app.command()
+@user_errors
+def prepare(dataset: Dataset) -> None:
+    """Decode and validate every image into data/<ds>/{train,test}/<class>/, with a manifest."""
+    from mlbench.data.prepare import prepare_dataset
+
+    s = prepare_dataset(dataset, max_side=_params().max_side)
+    err.print(f"{dataset}: {s.classes} classes, {s.written.get('train', 0)} train / "
+              f"{s.written.get('test', 0)} test images, {s.rejected} rejected, "
+              f"{s.leaked} test duplicates of train removed")
+
+
+@app.command()
+@user_errors
+def ablate(dataset: Dataset) -> None:
+    """Sample the nested, stratified ablations and write every service's file format."""
+    from mlbench.data.ablate import ablate_dataset
+    from mlbench.data.export import export_ablations
+
+    p = _params()
+    avail = ablate_dataset(dataset, p.sizes, p.seed, p.val_fraction, explicit=p.ablation)
+    files = export_ablations(dataset, p.buckets)
+    err.print(f"{dataset}: ablations {list(avail.available)} ({files} files)")
+
+
+@app.command()
+@user_errors
+def testsets(dataset: Dataset) -> None:
+    """Write the test set in each service's format (data/<ds>/tests/<ds>_test_<svc>.csv)."""
+    from mlbench.data.export import export_testsets
+
+    p = _params()
+    export_testsets(dataset, p.test_per_class, p.seed, p.buckets)
+
+
+@app.command()
+@user_errors
+def folders(dataset: Dataset) -> None:
+    """Make the upload folders and AutoTrain zips of every ablation (data/<ds>/uploads/)."""
+    from mlbench.data.export import export_folders
+
+    export_folders(dataset)
+
+
+def _register_service_clis() -> None:
+    """Mount each service's own commands (`mlbench rekognition stop ...`) when it has some."""
+    from mlbench.services.base import _MODULES
+
+    for name, module in _MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        sub = getattr(mod, "cli", None)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+
+
+def main() -> None:
+    app()
+
+
+_here = Path(__file__).parent

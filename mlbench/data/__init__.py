@@ -1,0 +1,1 @@
+"""The data half of the benchmark: fetch, prepare, ablate, export (test sets, upload folders)."""

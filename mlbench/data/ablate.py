@@ -1,0 +1,138 @@
+"""`ablate` stage: stratified, seeded, nested training subsets of every size in the ladder.
+
+One canonical table (`ablations.csv`: size, split, filename, class) is the source of truth;
+every service's file format is derived from it (`export.py`). Sampling is nested by
+construction: each class gets one seeded permutation of its training images and size `n` takes
+its first `n`, so every image of a smaller ablation is in each larger one, and adding a size never
+changes the files of the others. Test images are never candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pandas as pd
+from rich.console import Console
+
+from mlbench import paths
+from mlbench.data.prepare import read_classes
+from mlbench.errors import UserError
+from mlbench.io import atomic_write_csv, atomic_write_json, read_json
+from mlbench.services.base import AblationSplit, ImageRef
+
+TABLE_HEADER = ["size", "split", "filename", "class"]
+err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: tuple[int, ...]
+    unavailable: dict[int, str]  # size -> why (the smallest class and its count)
+
+
+def train_pool(ds: str) -> dict[str, list[str]]:
+    """Training-split file names per class, from the manifest (test images never enter)."""
+    f = paths.manifest_file(ds)
+    if not f.exists():
+        raise UserError(f"{f}: missing; run `mlbench prepare {ds}` first")
+    manifest = pd.read_csv(f, dtype=str, keep_default_na=False)
+    pool: dict[str, list[str]] = defaultdict(list)
+    train = manifest[manifest["split"] == "train"]
+    for cls, filename in zip(train["class"], train["filename"], strict=True):
+        pool[cls].append(filename)
+    return {c: sorted(pool.get(c, [])) for c in read_classes(ds)}
+
+
+def class_order(files: list[str], seed: int, class_name: str) -> list[str]:
+    """The seeded permutation of one class: prefixes of it are the nested ablations."""
+    order = sorted(files)
+    random.Random(f"{seed}/{class_name}").shuffle(order)
+    return order
+
+
+def _val_key(seed: int, filename: str) -> str:
+    return hashlib.sha256(f"{seed}/val/{filename}".encode()).hexdigest()
+
+
+def val_count(n: int, val_fraction: float) -> int:
+    """Images per class held out for validation: round(n * f), at least 1 and at most n - 1."""
+    if val_fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * val_fraction)))
+
+
+def sample(
+    pool: dict[str, list[str]], n: int, seed: int, val_fraction: float
+) -> list[tuple[str, str, str]]:
+    """(split, filename, class) rows of the size-`n` ablation; every class gives exactly n."""
+    rows = []
+    for cls in sorted(pool):
+        chosen = class_order(pool[cls], seed, cls)[:n]
+        val = set(sorted(chosen, key=lambda f: _val_key(seed, f))[: val_count(n, val_fraction)])
+        rows += [("val" if f in val else "train", f, cls) for f in chosen]
+    return rows
+
+
+def availability(pool: dict[str, list[str]], sizes: tuple[int, ...]) -> Availability:
+    smallest = min(pool, key=lambda c: (len(pool[c]), c))
+    count = len(pool[smallest])
+    ok = tuple(n for n in sizes if n <= count)
+    why = {n: f"class {smallest!r} has only {count} training images" for n in sizes if n > count}
+    return Availability(ok, why)
+
+
+def ablate_dataset(ds: str, sizes: tuple[int, ...], seed: int, val_fraction: float,
+                   explicit: int | None = None) -> Availability:
+    """Write the canonical table + availability; warn (one line) for each size skipped."""
+    pool = train_pool(ds)
+    avail = availability(pool, sizes)
+    rows = []
+    for n in avail.available:
+        rows += [(n, *r) for r in sample(pool, n, seed, val_fraction)]
+    paths.ablations_dir(ds).mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(paths.ablation_table(ds), TABLE_HEADER, rows)
+    atomic_write_json(paths.availability_file(ds), {
+        "available": list(avail.available),
+        "unavailable": {str(n): why for n, why in avail.unavailable.items()},
+    })
+    for n, why in avail.unavailable.items():
+        note = " (the size asked with `ablation`)" if n == explicit else ""
+        err.print(f"[yellow]warning: {ds}: skipping ablation {n}{note}: {why}[/yellow]")
+    return avail
+
+
+def read_availability(ds: str) -> Availability:
+    f = paths.availability_file(ds)
+    if not f.exists():
+        raise UserError(f"{f}: missing; run `mlbench ablate {ds}` first")
+    data = read_json(f)
+    return Availability(tuple(data["available"]),
+                        {int(k): v for k, v in data["unavailable"].items()})
+
+
+def load_table(ds: str) -> pd.DataFrame:
+    f = paths.ablation_table(ds)
+    if not f.exists():
+        raise UserError(f"{f}: missing; run `mlbench ablate {ds}` first")
+    return pd.read_csv(f, dtype={"size": int, "split": str, "filename": str, "class": str},
+                       keep_default_na=False)
+
+
+def load_split(ds: str, n: int) -> AblationSplit:
+    """The size-`n` ablation as the services see it."""
+    table = load_table(ds)
+    rows = table[table["size"] == n]
+    if rows.empty:
+        avail = read_availability(ds)
+        why = avail.unavailable.get(n, f"{n} is not in params.yaml ablations")
+        raise UserError(f"{ds}: no ablation of {n} images per class ({why})")
+
+    def refs(split: str) -> tuple[ImageRef, ...]:
+        part = rows[rows["split"] == split]
+        return tuple(ImageRef(paths.split_dir(ds, "train") / c / f, f, c)
+                     for f, c in zip(part["filename"], part["class"], strict=True))
+
+    return AblationSplit(ds, n, tuple(read_classes(ds)), refs("train"), refs("val"))

@@ -1,0 +1,104 @@
+"""Small file-writing helpers shared by every stage: atomic writes and append-safe CSV logs.
+
+Results must never be half-written: a crash leaves either the old file or the new one, and a
+resumable log (predictions, uploads) loses at most the row that was being written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file + rename in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_csv(path: Path, header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> None:
+    """Write a whole CSV atomically (header optional: Vertex import files have none)."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class CsvAppender:
+    """Append rows to a CSV log, flushing each row to disk, writing the header once.
+
+    Used for resumable runs: on restart the complete rows already on disk are kept and a torn
+    last line (from a kill mid-write) is cut off before appending.
+    """
+
+    def __init__(self, path: Path, header: Sequence[str]):
+        self.path = path
+        self.header = list(header)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_torn_tail(path)
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        if new:
+            self._writer.writerow(self.header)
+            self._fh.flush()
+
+    def write(self, row: Sequence[Any]) -> None:
+        self._writer.writerow(row)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    """Drop a last line that has no newline: it was cut by a crash mid-write."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        cut = data.rfind(b"\n") + 1
+        fh.truncate(cut)

@@ -1,0 +1,208 @@
+"""Typed, validated view of `params.yaml`, the single knob board of the benchmark.
+
+Every stage reads its settings through `load_params()`. A bad value raises `UserError` with one
+line naming the key and what is allowed, so `dvc repro` fails with a message instead of a
+traceback deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mlbench import paths
+from mlbench.errors import UserError
+
+FEATURES = ("efficientnet-lite0", "hog", "auto")
+LOAD_MODES = ("batch", "sustained")
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    features: str = "efficientnet-lite0"
+    image_size: int = 224
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    calls: int = 1000
+    concurrency: int = 10
+    mode: Literal["batch", "sustained"] = "batch"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Params:
+    datasets: tuple[str, ...] = ("digits",)
+    ablations: tuple[int, ...] = (5, 20, 80, 320, 1280)
+    ablation: int | None = None  # None means "all"
+    seed: int = 0
+    val_fraction: float = 0.2
+    test_per_class: int | None = None  # None means "all"
+    max_side: int = 1024
+    buckets: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ("local",)
+    local: LocalParams = field(default_factory=LocalParams)
+    load: LoadParams = field(default_factory=LoadParams)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Every size the `ablate` stage writes: the ladder plus an explicit `ablation`."""
+        extra = () if self.ablation is None or self.ablation in self.ablations else (self.ablation,)
+        return tuple(sorted(set(self.ablations) | set(extra)))
+
+    @property
+    def selected_sizes(self) -> tuple[int, ...]:
+        """The sizes `train`/`evaluate`/`load` run on: the ladder, or just `ablation`."""
+        return tuple(sorted(self.ablations)) if self.ablation is None else (self.ablation,)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A service's own settings block (`nyckel:`, `vertex:`, ...); the service validates it."""
+        value = self.raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise UserError(f"params.yaml: {name}: must be a mapping of settings, got {value!r}")
+        return value
+
+
+def _fail(key: str, allowed: str, value: Any) -> UserError:
+    return UserError(f"params.yaml: {key}: {allowed}, got {value!r}")
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, "must be a positive integer", value)
+    return value
+
+
+def _int_or_all(key: str, value: Any) -> int | None:
+    if value in (None, "all"):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, "must be 'all' or a positive integer", value)
+    return value
+
+
+def _name_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _fail(key, "must be a non-empty list of names", value)
+    if len(set(value)) != len(value):
+        raise _fail(key, "must not repeat a name", value)
+    return tuple(value)
+
+
+def parse_params(data: dict[str, Any]) -> Params:
+    """Validate a params mapping (as read from YAML) into `Params`."""
+    from mlbench.data.sources import dataset_names
+    from mlbench.services.base import service_names
+
+    if not isinstance(data, dict):
+        raise UserError("params.yaml: must be a mapping of keys to values")
+    defaults = Params()
+
+    datasets = _name_list("datasets", data.get("datasets", list(defaults.datasets)))
+    unknown = [d for d in datasets if d not in dataset_names()]
+    if unknown:
+        raise _fail("datasets", f"each must be one of {', '.join(dataset_names())}", unknown[0])
+
+    ablations_raw = data.get("ablations", list(defaults.ablations))
+    if not isinstance(ablations_raw, list) or not ablations_raw:
+        raise _fail("ablations", "must be a non-empty list of positive integers", ablations_raw)
+    ablations = tuple(_positive_int("ablations", a) for a in ablations_raw)
+    if len(set(ablations)) != len(ablations):
+        raise _fail("ablations", "must not repeat a size", ablations_raw)
+
+    ablation = _int_or_all("ablation", data.get("ablation", "all"))
+    if ablation is not None and ablation < 2:
+        raise _fail("ablation", "needs at least 2 images per class (one for validation)", ablation)
+
+    seed = data.get("seed", defaults.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail("seed", "must be a non-negative integer", seed)
+
+    val_fraction = data.get("val_fraction", defaults.val_fraction)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
+        0 <= val_fraction < 1
+    ):
+        raise _fail("val_fraction", "must be a number in [0, 1)", val_fraction)
+
+    test_per_class = _int_or_all("test_per_class", data.get("test_per_class", "all"))
+    max_side = _positive_int("max_side", data.get("max_side", defaults.max_side))
+
+    buckets = data.get("buckets") or {}
+    if not isinstance(buckets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in buckets.items()
+    ):
+        raise _fail("buckets", "must map google/aws/azure to bucket names", buckets)
+
+    services = _name_list("services", data.get("services", list(defaults.services)))
+    unknown = [s for s in services if s not in service_names()]
+    if unknown:
+        raise _fail("services", f"each must be one of {', '.join(service_names())}", unknown[0])
+
+    local_raw = data.get("local") or {}
+    if not isinstance(local_raw, dict):
+        raise _fail("local", "must be a mapping", local_raw)
+    features = local_raw.get("features", LocalParams.features)
+    if features not in FEATURES:
+        raise _fail("local.features", f"must be one of {', '.join(FEATURES)}", features)
+    image_size = local_raw.get("image_size", LocalParams.image_size)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not (
+        32 <= image_size <= 512
+    ):
+        raise _fail("local.image_size", "must be an integer from 32 to 512", image_size)
+
+    load_raw = data.get("load") or {}
+    if not isinstance(load_raw, dict):
+        raise _fail("load", "must be a mapping", load_raw)
+    calls = _positive_int("load.calls", load_raw.get("calls", LoadParams.calls))
+    concurrency = _positive_int("load.concurrency", load_raw.get("concurrency", 10))
+    mode = load_raw.get("mode", LoadParams.mode)
+    if mode not in LOAD_MODES:
+        raise _fail("load.mode", f"must be one of {', '.join(LOAD_MODES)}", mode)
+    timeout = load_raw.get("timeout", LoadParams.timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise _fail("load.timeout", "must be a positive number of seconds", timeout)
+
+    sources = data.get("sources") or {}
+    if not isinstance(sources, dict) or not all(
+        isinstance(v, dict | type(None)) for v in sources.values()
+    ):
+        raise _fail("sources", "must map dataset names to settings such as {url: ...}", sources)
+
+    return Params(
+        datasets=datasets,
+        ablations=ablations,
+        ablation=ablation,
+        seed=seed,
+        val_fraction=float(val_fraction),
+        test_per_class=test_per_class,
+        max_side=max_side,
+        buckets=dict(buckets),
+        services=services,
+        local=LocalParams(features=features, image_size=image_size),
+        load=LoadParams(calls=calls, concurrency=concurrency, mode=mode, timeout=float(timeout)),
+        sources={k: dict(v or {}) for k, v in sources.items()},
+        raw=data,
+    )
+
+
+def load_params(path: Path = paths.PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml` (defaults for every missing key)."""
+    if not path.exists():
+        raise UserError(f"{path}: not found; run mlbench from the project root (beside dvc.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML; fix the syntax") from exc
+    return parse_params(data)

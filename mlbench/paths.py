@@ -1,0 +1,160 @@
+"""Every path convention of the project in one place.
+
+Stages, services and tests all locate files through these helpers, so the layout in
+`docs/architecture.md` is defined exactly once. All paths are relative to the project root
+(the folder holding `params.yaml`), which is the working directory of every DVC stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+RESULTS = Path("results")
+#: Per-run outputs of train/evaluate/load live under here; the report (which depends on this
+#: whole folder) writes beside it, since DVC forbids a stage depending on its own outputs.
+RUNS = RESULTS / "runs"
+PARAMS_FILE = Path("params.yaml")
+
+
+def dataset_dir(ds: str) -> Path:
+    return DATA / ds
+
+
+def raw_dir(ds: str) -> Path:
+    """Output of `fetch`: the dataset as its source publishes it (archives and/or files)."""
+    return DATA / ds / "raw"
+
+
+def split_dir(ds: str, split: str) -> Path:
+    """`data/<ds>/train` or `data/<ds>/test`, holding one folder per class."""
+    return DATA / ds / split
+
+
+def classes_file(ds: str) -> Path:
+    return DATA / ds / "classes.txt"
+
+
+def manifest_file(ds: str) -> Path:
+    return DATA / ds / "manifest.csv"
+
+
+def rejected_file(ds: str) -> Path:
+    return DATA / ds / "rejected.csv"
+
+
+def ablations_dir(ds: str) -> Path:
+    return DATA / ds / "ablations"
+
+
+def ablation_table(ds: str) -> Path:
+    """The canonical ablation table every service format is derived from."""
+    return ablations_dir(ds) / "ablations.csv"
+
+
+def availability_file(ds: str) -> Path:
+    """Which ablation sizes the dataset can give, and why not the others."""
+    return ablations_dir(ds) / "availability.json"
+
+
+def ablation_csv(ds: str, split: str, n: int, fmt: str = "") -> Path:
+    """Seed-compatible names: `<ds>_train_<n>.csv`, `<ds>_train_vertex_<n>.csv`, ..."""
+    infix = f"_{fmt}" if fmt else ""
+    return ablations_dir(ds) / f"{ds}_{split}{infix}_{n}.csv"
+
+
+def aws_manifest(ds: str, split: str, n: int) -> Path:
+    """Ground Truth classification manifest (JSON lines) for Rekognition dataset creation."""
+    return ablations_dir(ds) / f"{ds}_{split}_aws_{n}.manifest"
+
+
+def tests_dir(ds: str) -> Path:
+    return DATA / ds / "tests"
+
+
+def test_csv(ds: str, fmt: str) -> Path:
+    return tests_dir(ds) / f"{ds}_test_{fmt}.csv"
+
+
+def uploads_dir(ds: str) -> Path:
+    return DATA / ds / "uploads"
+
+
+def upload_folder(ds: str, split: str, n: int) -> Path:
+    """`training_uploads_<n>` / `val_uploads_<n>`: flat folders of the ablation's images."""
+    prefix = {"train": "training", "val": "val"}[split]
+    return uploads_dir(ds) / f"{prefix}_uploads_{n}"
+
+
+def autotrain_zip(ds: str, split: str, n: int) -> Path:
+    """AutoTrain's image-classification upload: a zip with one folder per class."""
+    return uploads_dir(ds) / f"autotrain_{split}_{n}.zip"
+
+
+def service_dir(svc: str, ds: str) -> Path:
+    return RUNS / svc / ds
+
+
+def models_dir(svc: str, ds: str) -> Path:
+    """Output of `train`: `models/<n>/model.json` (+ whatever the service keeps there)."""
+    return RUNS / svc / ds / "models"
+
+
+def model_dir(svc: str, ds: str, n: int) -> Path:
+    return models_dir(svc, ds) / str(n)
+
+
+def model_json(svc: str, ds: str, n: int) -> Path:
+    return model_dir(svc, ds, n) / "model.json"
+
+
+def evals_dir(svc: str, ds: str) -> Path:
+    """Output of `evaluate`: `eval/<n>/predictions.csv` and `eval/<n>/metrics.json`."""
+    return RUNS / svc / ds / "eval"
+
+
+def eval_dir(svc: str, ds: str, n: int) -> Path:
+    return evals_dir(svc, ds) / str(n)
+
+
+def predictions_csv(svc: str, ds: str, n: int) -> Path:
+    return eval_dir(svc, ds, n) / "predictions.csv"
+
+
+def run_metrics_json(svc: str, ds: str, n: int) -> Path:
+    return eval_dir(svc, ds, n) / "metrics.json"
+
+
+def loads_dir(svc: str, ds: str) -> Path:
+    """Output of `load`: `load/<n>/throughput.csv` and `load/<n>/summary.json`."""
+    return RUNS / svc / ds / "load"
+
+
+def throughput_csv(svc: str, ds: str, n: int) -> Path:
+    return loads_dir(svc, ds) / str(n) / "throughput.csv"
+
+
+def throughput_summary(svc: str, ds: str, n: int) -> Path:
+    return loads_dir(svc, ds) / str(n) / "summary.json"
+
+
+def metrics_json() -> Path:
+    return RESULTS / "metrics.json"
+
+
+def summary_csv() -> Path:
+    return RESULTS / "summary.csv"
+
+
+def plots_dir() -> Path:
+    return RESULTS / "plots"
+
+
+def learning_curve_csv() -> Path:
+    """DVC plot data: one row per service x dataset x ablation."""
+    return RESULTS / "learning_curve.csv"
+
+
+def embeddings_cache() -> Path:
+    """Content-hash keyed feature cache of the local service (shared by all ablations)."""
+    return Path(".cache") / "embeddings"

@@ -1,0 +1,1 @@
+"""Systems under test, each behind the one small `Service` contract in `base.py`."""

@@ -1,0 +1,199 @@
+"""One HTTP path for every HTTP-speaking service: build a request, send it with retries, parse.
+
+A service describes a call as data (`HttpRequest`) and parses an answer (`parse_response`);
+this module sends it either synchronously (`requests`, for `evaluate`: one call at a time) or
+asynchronously (`aiohttp`, for the load test: many calls in flight without a thread per request,
+which would inflate every latency it reports). Both share the retry decision, so a 429 with
+`Retry-After`, a 5xx, a Hugging Face 503 "model is loading" or a dropped connection is handled
+the same way in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import requests
+
+from mlbench.services.base import Prediction, Service
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ServiceCallError(Exception):
+    """A call that failed for good (after retries, or a non-retryable status)."""
+
+    def __init__(self, message: str, status: int | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; `Retry-After` wins when the server sends it."""
+
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    timeout: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Parse `Retry-After` as seconds or an HTTP date (RFC 9110); None when absent or bad."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpService(Service):
+    """A service whose predictions are plain HTTP calls (local, Nyckel, Hugging Face, Vertex)."""
+
+    retry: RetryPolicy = RetryPolicy()
+
+    @abstractmethod
+    def build_request(self, image: bytes) -> HttpRequest:
+        """The request for one prediction (called again for each attempt: tokens may renew)."""
+
+    @abstractmethod
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
+        """Turn a 2xx answer into a Prediction; raise ServiceCallError on a malformed body."""
+
+    def on_unauthorized(self) -> bool:
+        """Called on a 401: renew credentials and return True to retry (once), else False."""
+        return False
+
+    def retry_delay(
+        self, status: int, headers: Mapping[str, str], body: bytes, attempt: int
+    ) -> float | None:
+        """Seconds to wait before retrying this answer, or None when it must not be retried."""
+        if status not in RETRY_STATUSES:
+            return None
+        after = retry_after_seconds(headers)
+        if after is None and status == 503:
+            after = _estimated_time(body)  # Hugging Face: {"error": ..., "estimated_time": s}
+        if after is not None:
+            return min(after, self.retry.max_delay)
+        return self.retry.backoff(attempt)
+
+    # -- synchronous path (evaluate) -------------------------------------------------------------
+    _session: requests.Session | None = None
+
+    def predict(self, image: bytes) -> Prediction:
+        if self._session is None:
+            self._session = requests.Session()
+        reauthed = False
+        last = "no attempt made"
+        status: int | None = None
+        for attempt in range(1, self.retry.max_attempts + 1):
+            req = self.build_request(image)
+            try:
+                resp = self._session.request(
+                    req.method,
+                    req.url,
+                    headers=dict(req.headers),
+                    data=req.body,
+                    params=dict(req.params),
+                    timeout=self.retry.timeout,
+                )
+            except requests.RequestException as exc:
+                last, status = f"{type(exc).__name__}: {exc}", None
+                time.sleep(self.retry.backoff(attempt))
+                continue
+            status, headers, body = resp.status_code, resp.headers, resp.content
+            if 200 <= status < 300:
+                return _with_attempts(self.parse_response(status, headers, body), attempt)
+            last = f"HTTP {status}: {_snippet(body)}"
+            if status == 401 and not reauthed and self.on_unauthorized():
+                reauthed = True
+                continue
+            delay = self.retry_delay(status, headers, body, attempt)
+            if delay is None:
+                raise ServiceCallError(last, status, attempt)
+            time.sleep(delay)
+        raise ServiceCallError(f"gave up after {self.retry.max_attempts} attempts: {last}", status,
+                               self.retry.max_attempts)
+
+    # -- asynchronous path (load test) -----------------------------------------------------------
+    async def apredict(self, session, image: bytes) -> Prediction:  # session: aiohttp.ClientSession
+        import aiohttp
+
+        reauthed = False
+        last = "no attempt made"
+        status: int | None = None
+        timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
+        for attempt in range(1, self.retry.max_attempts + 1):
+            req = self.build_request(image)
+            try:
+                async with session.request(
+                    req.method, req.url, headers=dict(req.headers), data=req.body,
+                    params=dict(req.params) or None, timeout=timeout,
+                ) as resp:
+                    status, headers, body = resp.status, resp.headers, await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last, status = f"{type(exc).__name__}: {exc}", None
+                await asyncio.sleep(self.retry.backoff(attempt))
+                continue
+            if 200 <= status < 300:
+                return _with_attempts(self.parse_response(status, headers, body), attempt)
+            last = f"HTTP {status}: {_snippet(body)}"
+            if status == 401 and not reauthed and self.on_unauthorized():
+                reauthed = True
+                continue
+            delay = self.retry_delay(status, headers, body, attempt)
+            if delay is None:
+                raise ServiceCallError(last, status, attempt)
+            await asyncio.sleep(delay)
+        raise ServiceCallError(f"gave up after {self.retry.max_attempts} attempts: {last}", status,
+                               self.retry.max_attempts)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def _with_attempts(pred: Prediction, attempts: int) -> Prediction:
+    if attempts == pred.attempts:
+        return pred
+    return Prediction(pred.label, pred.confidence, pred.scores, attempts)
+
+
+def _estimated_time(body: bytes) -> float | None:
+    try:
+        value = json.loads(body).get("estimated_time")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = body[:limit].decode("utf-8", "replace").replace("\n", " ")
+    return text + ("..." if len(body) > limit else "")
