@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from mlbench.console import err
 from mlbench.errors import UserError
 
 app = typer.Typer(
@@ -23,7 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 Dataset = Annotated[str, typer.Argument(help="Dataset name (see `params.yaml` datasets).")]
@@ -39,7 +38,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/bold red] {exc}")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -110,6 +109,80 @@ def folders(dataset: Dataset) -> None:
     export_folders(dataset)
 
 
+@app.command()
+@user_errors
+def train(service: ServiceName, dataset: Dataset) -> None:
+    """Upload the selected ablation(s) to the service and train; writes model.json per size."""
+    from mlbench.bench.train import run_training
+
+    run_training(_params(), service, dataset)
+
+
+@app.command()
+@user_errors
+def evaluate(service: ServiceName, dataset: Dataset) -> None:
+    """Score every test image (resumable); writes predictions.csv and metrics.json per size."""
+    from mlbench.bench.evaluate import run_evaluation
+
+    run_evaluation(_params(), service, dataset)
+
+
+@app.command()
+@user_errors
+def load(service: ServiceName, dataset: Dataset) -> None:
+    """Concurrent load test (params `load`); writes throughput.csv and summary.json per size."""
+    from mlbench.bench.load import run_load
+
+    run_load(_params(), service, dataset)
+
+
+@app.command()
+@user_errors
+def report() -> None:
+    """Aggregate every run into results/metrics.json, summary.csv and plots; print the table."""
+    from mlbench.report.aggregate import build_report
+
+    build_report(_params())
+
+
+@app.command()
+@user_errors
+def render(
+    csv: Annotated[list[Path], typer.Argument(help="Seed-format results CSV(s): dataset,service,"
+                                              "ablation,training times (s),accuracy (%),"
+                                              "latency (s).")],
+    throughputs: Annotated[Path | None, typer.Option(help="Seed throughputs CSV "
+                                                     "(service,throughput).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("result_plots"),
+) -> None:
+    """Draw the seed report's figures from hand-made results CSVs (the seed's render_results)."""
+    from mlbench.report.render import render_seed_csvs
+
+    render_seed_csvs(csv, throughputs, out)
+
+
+serve_app = typer.Typer(help="Run a trained model's HTTP server by hand.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("local")
+@user_errors
+def serve_local(
+    dataset: Dataset,
+    ablation: Annotated[int, typer.Argument(help="Images per class of the trained model.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
+) -> None:
+    """Serve results/runs/local/<ds>/models/<n>/ on 127.0.0.1 until Ctrl-C."""
+    from mlbench import paths
+    from mlbench.services.local_model import MODEL_FILE
+    from mlbench.services.local_server import main as server_main
+
+    model_dir = paths.model_dir("local", dataset, ablation)
+    if not (model_dir / MODEL_FILE).exists():
+        raise UserError(f"{model_dir / MODEL_FILE}: missing; run `mlbench train local {dataset}`")
+    server_main([str(model_dir), "--port", str(port)])
+
+
 def _register_service_clis() -> None:
     """Mount each service's own commands (`mlbench rekognition stop ...`) when it has some."""
     from mlbench.services.base import _MODULES
@@ -124,8 +197,8 @@ def _register_service_clis() -> None:
             app.add_typer(sub, name=name)
 
 
+_register_service_clis()
+
+
 def main() -> None:
     app()
-
-
-_here = Path(__file__).parent

@@ -15,16 +15,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pandas as pd
-from rich.console import Console
 
 from mlbench import paths
 from mlbench.data.prepare import read_classes
+from mlbench.console import err, warn
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_csv, atomic_write_json, read_json
 from mlbench.services.base import AblationSplit, ImageRef
 
 TABLE_HEADER = ["size", "split", "filename", "class"]
-err = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def ablate_dataset(ds: str, sizes: tuple[int, ...], seed: int, val_fraction: flo
     })
     for n, why in avail.unavailable.items():
         note = " (the size asked with `ablation`)" if n == explicit else ""
-        err.print(f"[yellow]warning: {ds}: skipping ablation {n}{note}: {why}[/yellow]")
+        warn(f"{ds}: skipping ablation {n}{note}: {why}")
     return avail
 
 

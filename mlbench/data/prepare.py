@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from rich.console import Console
 from tqdm import tqdm
 
 from mlbench import paths
 from mlbench.data.images import Outcome, output_suffix, process_image
 from mlbench.data.sources import get_source
 from mlbench.data.sources.base import RawImage
+from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.io import CsvAppender, atomic_write_text
 
 MANIFEST_HEADER = ["path", "filename", "class", "split", "sha256", "width", "height"]
 REJECTED_HEADER = ["source", "class", "split", "reason"]
-err = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -137,3 +136,14 @@ def read_classes(ds: str) -> list[str]:
     if not f.exists():
         raise UserError(f"{f}: missing; run `mlbench prepare {ds}` first")
     return [line for line in f.read_text().splitlines() if line]
+
+
+def manifest_hashes(ds: str) -> dict[str, str]:
+    """filename -> sha256 of every prepared image: what reruns compare to detect new content."""
+    import pandas as pd
+
+    f = paths.manifest_file(ds)
+    if not f.exists():
+        raise UserError(f"{f}: missing; run `mlbench prepare {ds}` first")
+    frame = pd.read_csv(f, dtype=str, keep_default_na=False, usecols=["filename", "sha256"])
+    return dict(zip(frame["filename"], frame["sha256"], strict=True))

@@ -157,7 +157,7 @@ class HttpService(Service):
                     params=dict(req.params) or None, timeout=timeout,
                 ) as resp:
                     status, headers, body = resp.status, resp.headers, await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 last, status = f"{type(exc).__name__}: {exc}", None
                 await asyncio.sleep(self.retry.backoff(attempt))
                 continue

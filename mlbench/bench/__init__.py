@@ -1,0 +1,1 @@
+"""The harness: train, evaluate and load-test any `Service`, and the statistics of the results."""

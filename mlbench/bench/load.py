@@ -1,0 +1,191 @@
+"""`load` stage: the seed's concurrency test ("1,000 calls in batches of 10"), generalised.
+
+`mode: batch` sends `concurrency` calls, waits for all of them, and repeats (the seed's method);
+`mode: sustained` keeps `concurrency` calls in flight at all times. HTTP services are driven by
+one asyncio event loop with a pooled aiohttp session: a thread per request would add
+milliseconds of scheduling to every latency it reports. Services without an HTTP description
+(boto3-based) fall back to a thread pool, and the summary says so. Latency uses the monotonic
+high-resolution clock; errors are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mlbench import paths
+from mlbench.bench.runs import open_service, read_model, selected_sizes
+from mlbench.bench.stats import percentiles_ms
+from mlbench.console import err, warn
+from mlbench.data.export import load_test_images
+from mlbench.io import atomic_write_csv, atomic_write_json
+from mlbench.params import LoadParams, Params
+from mlbench.services.base import Prediction, Service
+from mlbench.services.http import HttpService, ServiceCallError
+
+HEADER = ["call", "start", "latency", "status", "attempts", "label", "error"]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call: int
+    start: float  # seconds since the test began
+    latency: float  # seconds
+    ok: bool
+    attempts: int
+    label: str
+    error: str
+
+
+class RateLimiter:
+    """Spaces call starts at least 1/rate apart (vendor limits such as Nyckel's 25/s)."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    def delay(self) -> float:
+        if not self.interval:
+            return 0.0
+        now = time.perf_counter()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        return slot - now
+
+
+def _record(i: int, t0: float, start: float, pred: Prediction | None,
+            exc: ServiceCallError | None) -> CallRecord:
+    end = time.perf_counter()
+    if exc is not None:
+        return CallRecord(i, start - t0, end - start, False, exc.attempts, "", str(exc)[:300])
+    assert pred is not None
+    return CallRecord(i, start - t0, end - start, True, pred.attempts, pred.label or "", "")
+
+
+async def _drive_async(svc: HttpService, images: list[bytes], cfg: LoadParams,
+                       limiter: RateLimiter) -> list[CallRecord]:
+    import aiohttp
+
+    records: list[CallRecord] = []
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency, limit_per_host=cfg.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            wait = limiter.delay()
+            if wait:
+                await asyncio.sleep(wait)
+            start = time.perf_counter()
+            try:
+                pred = await svc.apredict(session, images[i % len(images)])
+                records.append(_record(i, t0, start, pred, None))
+            except ServiceCallError as exc:
+                records.append(_record(i, t0, start, None, exc))
+
+        if cfg.mode == "batch":
+            for first in range(0, cfg.calls, cfg.concurrency):
+                last = min(first + cfg.concurrency, cfg.calls)
+                await asyncio.gather(*(one(i) for i in range(first, last)))
+        else:
+            counter = iter(range(cfg.calls))
+
+            async def worker() -> None:
+                for i in counter:
+                    await one(i)
+
+            await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, cfg.calls))))
+    return records
+
+
+def _drive_threads(svc: Service, images: list[bytes], cfg: LoadParams,
+                   limiter: RateLimiter) -> list[CallRecord]:
+    import threading
+
+    lock = threading.Lock()
+    t0 = time.perf_counter()
+
+    def one(i: int) -> CallRecord:
+        with lock:
+            wait = limiter.delay()
+        if wait:
+            time.sleep(wait)
+        start = time.perf_counter()
+        try:
+            return _record(i, t0, start, svc.predict(images[i % len(images)]), None)
+        except ServiceCallError as exc:
+            return _record(i, t0, start, None, exc)
+
+    with ThreadPoolExecutor(cfg.concurrency) as pool:
+        if cfg.mode == "batch":
+            records = []
+            for first in range(0, cfg.calls, cfg.concurrency):
+                last = min(first + cfg.concurrency, cfg.calls)
+                records += list(pool.map(one, range(first, last)))
+            return records
+        return list(pool.map(one, range(cfg.calls)))
+
+
+def drive(svc: Service, images: list[bytes], cfg: LoadParams) -> tuple[list[CallRecord], str]:
+    """Run the load test against a connected service; returns the calls and the client kind."""
+    limiter = RateLimiter(svc.max_rps)
+    if isinstance(svc, HttpService):
+        svc.retry = replace(svc.retry, timeout=cfg.timeout)
+        return asyncio.run(_drive_async(svc, images, cfg, limiter)), "asyncio"
+    return _drive_threads(svc, images, cfg, limiter), "threads"
+
+
+def summarise(records: list[CallRecord], cfg: LoadParams, client: str) -> dict:
+    ok = [r for r in records if r.ok]
+    wall = max((r.start + r.latency for r in records), default=0.0)
+    lat = percentiles_ms([r.latency for r in ok])
+    return {
+        "calls": len(records),
+        "concurrency": cfg.concurrency,
+        "mode": cfg.mode,
+        "client": client,
+        "wall_seconds": wall,
+        "seconds_per_1000_calls": wall * 1000 / len(records) if records else float("nan"),
+        "throughput_rps": len(ok) / wall if wall else float("nan"),
+        "latency_mean_ms": float(np.mean([r.latency for r in ok]) * 1000) if ok else float("nan"),
+        "latency_p50_ms": lat["p50"],
+        "latency_p95_ms": lat["p95"],
+        "latency_p99_ms": lat["p99"],
+        "errors": len(records) - len(ok),
+        "retries": sum(r.attempts - 1 for r in records),
+        "retried_calls": sum(1 for r in records if r.attempts > 1),
+    }
+
+
+def write_results(records: list[CallRecord], summary: dict, service: str, ds: str, n: int) -> None:
+    rows = [(r.call, f"{r.start:.6f}", f"{r.latency:.6f}", "ok" if r.ok else "error", r.attempts,
+             r.label, r.error) for r in sorted(records, key=lambda r: r.call)]
+    atomic_write_csv(paths.throughput_csv(service, ds, n), HEADER, rows)
+    atomic_write_json(paths.throughput_summary(service, ds, n), summary)
+
+
+def run_load(params: Params, service: str, ds: str, sizes: list[int] | None = None) -> list[dict]:
+    tests = load_test_images(ds)
+    cfg = params.load
+    images = [t.path.read_bytes() for t in tests[: cfg.calls]]
+    summaries = []
+    for n in sizes or list(selected_sizes(params, ds)):
+        model = read_model(service, ds, n)
+        if model is None:
+            warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
+            continue
+        with open_service(params, service, ds, n) as svc:
+            svc.connect(model)
+            err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "
+                      f"({cfg.mode})")
+            records, client = drive(svc, images, cfg)
+        summary = summarise(records, cfg, client)
+        write_results(records, summary, service, ds, n)
+        err.print(f"load {service}/{ds}/{n}: {summary['throughput_rps']:.1f} req/s, "
+                  f"p50 {summary['latency_p50_ms']:.1f} ms, p95 {summary['latency_p95_ms']:.1f} "
+                  f"ms, {summary['errors']} errors, {summary['retries']} retries")
+        summaries.append(summary)
+    return summaries

@@ -1,0 +1,57 @@
+"""Which (service, dataset, ablation) runs a stage covers, and how to open a service for one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+from mlbench import paths
+from mlbench.console import warn
+from mlbench.data.ablate import read_availability
+from mlbench.errors import UserError
+from mlbench.io import read_json
+from mlbench.params import Params
+from mlbench.services.base import ModelRef, Service, ServiceContext, create_service
+
+
+def selected_sizes(params: Params, ds: str) -> Iterator[int]:
+    """The selected sizes this dataset can give; warns for each it cannot.
+
+    When `ablation` asks a size that no dataset in `params.yaml` can give, that is an error:
+    the run would otherwise silently produce nothing.
+    """
+    avail = read_availability(ds)
+    if params.ablation is not None and params.ablation not in avail.available:
+        others = []
+        for other in params.datasets:
+            f = paths.availability_file(other)
+            if f.exists() and params.ablation in read_json(f)["available"]:
+                others.append(other)
+        if not others:
+            raise UserError(f"ablation={params.ablation}: no dataset can give "
+                            f"{params.ablation} images per class ({ds}: "
+                            f"{avail.unavailable.get(params.ablation, 'not sampled')}); "
+                            "choose a smaller `ablation` in params.yaml")
+    for n in params.selected_sizes:
+        if n in avail.available:
+            yield n
+        else:
+            warn(f"{ds}: ablation {n} unavailable ({avail.unavailable.get(n, 'not sampled')})")
+
+
+def open_service(params: Params, service: str, ds: str, n: int) -> Service:
+    ctx = ServiceContext(params=params, dataset=ds, ablation=n,
+                         state_dir=paths.model_dir(service, ds, n))
+    return create_service(service, ctx)
+
+
+def read_model(service: str, ds: str, n: int) -> ModelRef | None:
+    f = paths.model_json(service, ds, n)
+    return ModelRef.from_json(read_json(f)) if f.exists() else None
+
+
+def fingerprint(*parts: object) -> str:
+    """A stable short hash of JSON-able parts: decides whether stored results still apply."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,391 @@
+"""The Nyckel adapter against the local Nyckel fake: auth, resumable upload, training, invoke."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mlbench.errors import UserError
+from mlbench.params import parse_params
+from mlbench.services._nyckel_api import RateLimiter, data_uri
+from mlbench.services._nyckel_auth import ClientCredentials, TokenProvider
+from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
+from mlbench.services.http import RetryPolicy, ServiceCallError
+from mlbench.services.nyckel import SAMPLES_FILE, STATE_FILE, NyckelService
+from tests.fakes.http_base import Fault
+from tests.fakes.nyckel import NyckelFake
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+SECRET = "s3cr3t-value-never-logged"
+FAST = RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.02, timeout=5.0)
+
+
+def image_bytes(rgb: tuple[int, int, int], seed: int, fmt: str = "JPEG") -> bytes:
+    """A small image of one colour with a unique pixel (so no two images are identical)."""
+    img = Image.new("RGB", (16, 16), rgb)
+    img.putpixel((seed % 16, (seed // 16) % 16), ((seed * 37) % 256, (seed * 91) % 256, 7))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, quality=95)
+    return buf.getvalue()
+
+
+def make_split(root: Path, per_class: int = 4, n: int = 5) -> AblationSplit:
+    train, val = [], []
+    seed = 0
+    for cls, rgb in COLOURS.items():
+        folder = root / "train" / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            seed += 1
+            name = f"{cls}_{i}.jpg"
+            (folder / name).write_bytes(image_bytes(rgb, seed))
+            (val if i == 0 else train).append(ImageRef(folder / name, name, cls))
+    return AblationSplit("digits", n, tuple(COLOURS), tuple(train), tuple(val))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    with NyckelFake(client_secret=SECRET, train_delay=0.05) as fk:
+        monkeypatch.setenv("NYCKEL_API_URL", fk.url)
+        monkeypatch.setenv("NYCKEL_CLIENT_ID", "test-client")
+        monkeypatch.setenv("NYCKEL_CLIENT_SECRET", SECRET)
+        yield fk
+
+
+def service(tmp_path: Path, n: int = 5, **settings: object) -> NyckelService:
+    settings = {"poll_interval": 0.02, "train_timeout": 10, **settings}
+    params = parse_params({"services": ["local", "nyckel"], "nyckel": settings})
+    svc = NyckelService(ServiceContext(params, "digits", n, tmp_path / "state" / str(n)))
+    svc.retry = FAST
+    return svc
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> AblationSplit:
+    return make_split(tmp_path / "data")
+
+
+def trained(tmp_path: Path, split: AblationSplit) -> tuple[NyckelService, ModelRef]:
+    svc = service(tmp_path)
+    svc.upload(split)
+    model = svc.train(split)
+    svc.connect(model)
+    return svc, model
+
+
+# -- auth --------------------------------------------------------------------------------------------
+def test_token_is_form_encoded_client_credentials_and_cached(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    tokens = fake.requests("POST", "/connect/token")
+    assert len(tokens) == 1, "one token serves every call until it is due"
+    assert tokens[0].header("Content-Type").startswith("application/x-www-form-urlencoded")
+    form = dict(p.split("=", 1) for p in tokens[0].body.decode().split("&"))
+    assert form["grant_type"] == "client_credentials"
+    assert form["client_id"] == "test-client"
+    for req in fake.log[1:]:
+        assert req.header("Authorization", ).startswith("Bearer tok-")
+
+
+def test_token_renewed_ten_minutes_before_expiry(fake):
+    now = [1000.0]
+    tokens = TokenProvider(ClientCredentials("test-client", SECRET), fake.url, clock=lambda: now[0])
+    first = tokens.token()
+    now[0] += 3600 - 601  # 10 min + 1 s before expiry: still cached
+    assert tokens.token() == first and tokens.fetches == 1
+    now[0] += 2  # inside the 10-minute margin: renewed
+    assert tokens.token() != first and tokens.fetches == 2
+
+
+def test_expired_token_is_renewed_on_401_for_api_calls_and_predict(fake, tmp_path, split):
+    svc, _ = trained(tmp_path, split)
+    fake.state.expire_tokens()
+    assert svc.predict(image_bytes(COLOURS["red"], 999)).label == "red"
+    fake.state.expire_tokens()
+    assert svc.api.get_function(svc._function_id) is not None
+    assert len(fake.requests("POST", "/connect/token")) == 3
+
+
+def test_rejected_credentials_are_one_user_error_without_the_secret(fake, tmp_path, split,
+                                                                    monkeypatch):
+    monkeypatch.setenv("NYCKEL_CLIENT_SECRET", "wrong")
+    with pytest.raises(UserError) as exc:
+        service(tmp_path).upload(split)
+    assert "NYCKEL_CLIENT_ID" in str(exc.value) and "NYCKEL_CLIENT_SECRET" in str(exc.value)
+    assert "wrong" not in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("missing", ["NYCKEL_CLIENT_ID", "NYCKEL_CLIENT_SECRET"])
+def test_missing_credentials_name_the_variable_and_send_nothing(fake, tmp_path, split,
+                                                                monkeypatch, missing):
+    monkeypatch.delenv(missing)
+    svc = service(tmp_path)
+    with pytest.raises(UserError, match=missing):
+        svc.upload(split)
+    with pytest.raises(UserError, match=missing):
+        svc.connect(ModelRef("nyckel", "digits", 5, ids={"function_id": "function_x"}))
+    assert fake.log == []
+
+
+# -- upload ------------------------------------------------------------------------------------------
+def test_upload_creates_function_labels_and_annotated_samples(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    (fn,) = fake.state.functions.values()
+    assert (fn.name, fn.input, fn.output) == ("mlbench-digits-5", "Image", "Classification")
+    assert sorted(lb.name for lb in fn.labels.values()) == sorted(COLOURS)
+    samples = fake.samples(fn.id)
+    assert len(samples) == len(split.all)  # train + val: Nyckel cross-validates itself
+    by_external = {s.external_id: fn.labels[s.label_id].name for s in samples}
+    assert by_external == {img.filename: img.class_name for img in split.all}
+    body = json.loads(fake.requests("POST", r"/v1/functions/[^/]+/samples")[0].body)
+    assert set(body) == {"data", "externalId", "annotation"}
+    assert body["data"].startswith("data:image/jpeg;base64,")
+    state = json.loads((svc.ctx.state_dir / STATE_FILE).read_text())
+    assert state["function_id"] == fn.id and state["samples"] == len(split.all)
+
+    posts = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
+    service(tmp_path).upload(split)  # a rerun: nothing left to send
+    assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) == posts
+    assert len(fake.state.functions) == 1
+
+
+def test_killed_upload_resumes_with_only_the_missing_samples(fake, tmp_path, split, monkeypatch):
+    svc = service(tmp_path, upload_concurrency=4)
+    real = svc._upload_one
+    calls = {"n": 0}
+
+    def dies_after_five(function_id, image):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt("killed")
+        return real(function_id, image)
+
+    monkeypatch.setattr(svc, "_upload_one", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        svc.upload(split)
+    (fn,) = fake.state.functions.values()
+    on_server = len(fake.samples(fn.id))
+    assert 0 < on_server < len(split.all)
+    with (svc.ctx.state_dir / SAMPLES_FILE).open() as fh:
+        recorded = len(list(csv.DictReader(fh)))
+    before = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
+
+    service(tmp_path).upload(split)
+    resent = len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before
+    assert resent == len(split.all) - recorded  # only what the record lacks
+    assert len(fake.samples(fn.id)) == len(split.all)  # exactly the ablation, no duplicate
+    assert len(fake.state.functions) == 1
+
+
+def test_lost_state_recovers_through_function_name_and_409(fake, tmp_path, split):
+    service(tmp_path).upload(split)
+    (fn,) = fake.state.functions.values()
+    for f in (tmp_path / "state" / "5").iterdir():
+        f.unlink()
+    before = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
+    svc = service(tmp_path)
+    svc.upload(split)
+    assert len(fake.state.functions) == 1 and svc._function_id == fn.id
+    assert len(fake.samples(fn.id)) == len(split.all)
+    with (svc.ctx.state_dir / SAMPLES_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["outcome"] for r in rows} == {"existing"} and len(rows) == len(split.all)
+    assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before == len(split.all)
+
+
+def test_labels_are_listed_across_pages_and_never_duplicated(monkeypatch, tmp_path, split):
+    with NyckelFake(page_size=2, client_secret=SECRET, train_delay=0.05) as fk:
+        monkeypatch.setenv("NYCKEL_API_URL", fk.url)
+        monkeypatch.setenv("NYCKEL_CLIENT_ID", "test-client")
+        monkeypatch.setenv("NYCKEL_CLIENT_SECRET", SECRET)
+        svc = service(tmp_path)
+        svc.upload(split)
+        svc.api.ensure_labels(svc._function_id, split.classes)  # 409 if it re-created one
+        assert len(fk.function(svc._function_id).labels) == 3
+
+
+def test_uploads_stay_under_the_rate_limit(fake, tmp_path, split):
+    svc = service(tmp_path, rps=20, upload_concurrency=8)
+    t0 = time.monotonic()
+    svc.upload(split)
+    elapsed = time.monotonic() - t0
+    api_calls = len([r for r in fake.log if r.path != "/connect/token"])
+    assert elapsed >= (api_calls - 1) / 20 * 0.95
+
+
+def test_rate_limiter_spaces_calls():
+    now, slept = [0.0], []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    limiter = RateLimiter(25, clock=lambda: now[0], sleep=sleep)
+    for _ in range(50):
+        limiter.acquire()
+    assert now[0] == pytest.approx(49 / 25)
+
+
+def test_upload_retries_429_and_500_then_completes(fake, tmp_path, split):
+    fake.server.inject(Fault(429, count=3, headers={"Retry-After": "0"}, path_pattern="samples"))
+    fake.server.inject(Fault(500, count=2, path_pattern="samples"))
+    svc = service(tmp_path)
+    svc.upload(split)
+    assert len(fake.samples(svc._function_id)) == len(split.all)
+
+
+def test_configured_function_id_is_used_and_a_bad_one_names_the_key(fake, tmp_path, split):
+    fn = fake.state.create_function("mine", "Image", "Classification")
+    svc = service(tmp_path, functions={"digits": {5: fn.id}})
+    svc.upload(split)
+    assert len(fake.samples(fn.id)) == len(split.all) and len(fake.state.functions) == 1
+    with pytest.raises(UserError, match=r"nyckel\.functions\.digits\.5"):
+        service(tmp_path, functions={"digits": {"5": "function_nope"}}).upload(split)
+
+
+def test_bad_settings_name_their_key(tmp_path):
+    with pytest.raises(UserError, match=r"nyckel\.train_timout"):
+        service(tmp_path, train_timout=5)
+    with pytest.raises(UserError, match=r"nyckel\.rps"):
+        service(tmp_path, rps=100)
+
+
+# -- train -------------------------------------------------------------------------------------------
+def test_train_waits_for_the_status_and_times_it(fake, tmp_path, split):
+    fake.state.train_delay = 0.4
+    svc = service(tmp_path)
+    svc.upload(split)
+    model = svc.train(split)
+    assert model.ids == {"function_id": svc._function_id}
+    assert 0.25 <= model.train_seconds < 5
+    assert fake.requests("GET", r"/v0\.9/functions/[^/]+/metrics"), "official client's status"
+    assert model.details["samples"] == len(split.all)
+
+
+def test_a_rerun_of_train_keeps_the_measured_time(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    first = svc.train(split)
+    time.sleep(0.3)
+    again = service(tmp_path)
+    again.upload(split)  # nothing new to send
+    assert again.train(split).train_seconds == first.train_seconds
+
+
+def test_train_timeout_is_a_clear_error(fake, tmp_path, split):
+    fake.state.train_delay = float("inf")
+    svc = service(tmp_path, train_timeout=0.3)
+    svc.upload(split)
+    with pytest.raises(UserError, match="train_timeout"):
+        svc.train(split)
+
+
+# -- predict -----------------------------------------------------------------------------------------
+def test_predict_maps_label_and_confidence_and_never_captures(fake, tmp_path, split):
+    svc, model = trained(tmp_path, split)
+    count = len(fake.samples(model.ids["function_id"]))
+    for i, (cls, rgb) in enumerate(COLOURS.items()):
+        pred = svc.predict(image_bytes(rgb, 500 + i, fmt="PNG"))
+        assert pred.label == cls and 0.5 < pred.confidence <= 1 and pred.attempts == 1
+    invokes = fake.requests("POST", r"/v1/functions/[^/]+/invoke")
+    assert [r.query["capture"] for r in invokes] == [["false"]] * 3
+    assert [i.capture for i in fake.state.invocations] == [False] * 3
+    assert len(fake.samples(model.ids["function_id"])) == count, "no test image became a sample"
+    assert json.loads(invokes[0].body)["data"].startswith("data:image/png;base64,")
+
+
+def test_the_fake_captures_by_default_as_nyckel_does(fake, tmp_path, split):
+    import requests
+
+    svc, model = trained(tmp_path, split)
+    fid = model.ids["function_id"]
+    before = len(fake.samples(fid))
+    resp = requests.post(f"{fake.url}/v1/functions/{fid}/invoke", timeout=5,
+                         headers={"Authorization": f"Bearer {svc.api.tokens.token()}"},
+                         json={"data": data_uri(image_bytes((1, 2, 3), 1234))})
+    assert resp.status_code == 200 and len(fake.samples(fid)) == before + 1
+
+
+def test_twenty_percent_429_503_every_image_gets_a_prediction(fake, tmp_path, split):
+    svc, _ = trained(tmp_path, split)
+    fake.server.inject(Fault(429, fraction=0.1, headers={"Retry-After": "0"},
+                             path_pattern="invoke"))
+    fake.server.inject(Fault(503, fraction=0.1, path_pattern="invoke"))
+    preds = [svc.predict(image_bytes(COLOURS["green"], 700 + i)) for i in range(40)]
+    assert all(p.label == "green" for p in preds)
+    assert sum(p.attempts for p in preds) > 40 and max(p.attempts for p in preds) > 1
+
+
+def test_async_predictions_for_the_load_test(fake, tmp_path, split):
+    import aiohttp
+
+    svc, _ = trained(tmp_path, split)
+    fake.server.inject(Fault(429, fraction=0.2, headers={"Retry-After": "0"},
+                             path_pattern="invoke"))
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(*(
+                svc.apredict(session, image_bytes(COLOURS["blue"], 800 + i)) for i in range(12)
+            ))
+
+    preds = asyncio.run(run())
+    assert all(p.label == "blue" for p in preds)
+    assert all(i.capture is False for i in fake.state.invocations)
+
+
+def test_a_non_image_is_a_call_error_not_a_crash(fake, tmp_path, split):
+    svc, _ = trained(tmp_path, split)
+    with pytest.raises(ServiceCallError):
+        svc.predict(b"definitely not an image")
+
+
+def test_secrets_and_tokens_never_reach_state_or_model(fake, tmp_path, split):
+    svc, model = trained(tmp_path, split)
+    svc.predict(image_bytes(COLOURS["red"], 42))
+    written = json.dumps(model.to_json()) + "".join(
+        p.read_text() for p in svc.ctx.state_dir.rglob("*") if p.is_file()
+    )
+    assert SECRET not in written
+    assert not any(tok in written for tok in fake.state.tokens)
+    assert SECRET not in repr(svc.api.tokens._credentials)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def test_create_command_prints_and_records_the_id(fake, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mlbench.services.nyckel import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    result = CliRunner().invoke(cli, ["create", "my-fn", "--dataset", "digits", "--ablation", "5"])
+    assert result.exit_code == 0, result.output
+    function_id = result.output.strip().splitlines()[-1]
+    assert fake.function(function_id).name == "my-fn"
+    log = json.loads((tmp_path / "results" / "nyckel" / "functions.json").read_text())
+    assert log[-1]["id"] == function_id
+    from mlbench import paths
+
+    state = json.loads((paths.model_dir("nyckel", "digits", 5) / STATE_FILE).read_text())
+    assert state["function_id"] == function_id  # `mlbench train nyckel digits` will use it
+
+
+def test_create_command_without_credentials_is_one_line(fake, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mlbench.services.nyckel import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NYCKEL_CLIENT_SECRET")
+    result = CliRunner().invoke(cli, ["create", "my-fn"])
+    assert result.exit_code == 2 and "NYCKEL_CLIENT_SECRET" in result.output
+    assert fake.log == []
