@@ -7,6 +7,7 @@ Stages, services and tests all locate files through these helpers, so the layout
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATA = Path("data")
@@ -155,6 +156,18 @@ def learning_curve_csv() -> Path:
     return RESULTS / "learning_curve.csv"
 
 
+def cache_dir() -> Path:
+    """Derived, re-creatable files outside DVC (exported ONNX model, embeddings).
+
+    `.cache/` in the project, or `MLBENCH_CACHE_DIR` to share one cache between checkouts.
+    """
+    return Path(os.environ.get("MLBENCH_CACHE_DIR") or ".cache")
+
+
 def embeddings_cache() -> Path:
     """Content-hash keyed feature cache of the local service (shared by all ablations)."""
-    return Path(".cache") / "embeddings"
+    return cache_dir() / "embeddings"
+
+
+def models_cache() -> Path:
+    return cache_dir() / "models"

@@ -51,6 +51,17 @@ def make_split(root: Path, per_class: int = 4, n: int = 5) -> AblationSplit:
 
 
 @pytest.fixture
+def real_rate_limit() -> None:
+    """Requested by the tests that check the 25 requests/s cap; the others skip the waits."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_rate_limit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "real_rate_limit" not in request.fixturenames:
+        monkeypatch.setattr(RateLimiter, "acquire", lambda self: None)
+
+
+@pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     with NyckelFake(client_secret=SECRET, train_delay=0.05) as fk:
         monkeypatch.setenv("NYCKEL_API_URL", fk.url)
@@ -80,7 +91,7 @@ def trained(tmp_path: Path, split: AblationSplit) -> tuple[NyckelService, ModelR
     return svc, model
 
 
-# -- auth --------------------------------------------------------------------------------------------
+# -- auth ------------------------------------------------------------------------------------------
 def test_token_is_form_encoded_client_credentials_and_cached(fake, tmp_path, split):
     svc = service(tmp_path)
     svc.upload(split)
@@ -134,12 +145,13 @@ def test_missing_credentials_name_the_variable_and_send_nothing(fake, tmp_path, 
     assert fake.log == []
 
 
-# -- upload ------------------------------------------------------------------------------------------
+# -- upload ----------------------------------------------------------------------------------------
 def test_upload_creates_function_labels_and_annotated_samples(fake, tmp_path, split):
     svc = service(tmp_path)
     svc.upload(split)
     (fn,) = fake.state.functions.values()
-    assert (fn.name, fn.input, fn.output) == ("mlbench-digits-5", "Image", "Classification")
+    assert fn.name.startswith("mlbench-digits-5-") and (fn.input, fn.output) == ("Image",
+                                                                                "Classification")
     assert sorted(lb.name for lb in fn.labels.values()) == sorted(COLOURS)
     samples = fake.samples(fn.id)
     assert len(samples) == len(split.all)  # train + val: Nyckel cross-validates itself
@@ -201,6 +213,19 @@ def test_lost_state_recovers_through_function_name_and_409(fake, tmp_path, split
     assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before == len(split.all)
 
 
+def test_a_changed_ablation_gets_a_new_function_never_a_mixed_one(fake, tmp_path, split):
+    service(tmp_path).upload(split)
+    reseeded = AblationSplit(split.dataset, split.size, split.classes, split.train[1:],
+                             split.val + split.train[:1])  # same files, another train/val cut
+    service(tmp_path).upload(reseeded)
+    assert len(fake.state.functions) == 1, "a new train/val cut is the same sample set"
+    changed = AblationSplit(split.dataset, split.size, split.classes, split.train[:-1], split.val)
+    svc = service(tmp_path)
+    svc.upload(changed)
+    assert len(fake.state.functions) == 2
+    assert len(fake.samples(svc._function_id)) == len(changed.all)
+
+
 def test_labels_are_listed_across_pages_and_never_duplicated(monkeypatch, tmp_path, split):
     with NyckelFake(page_size=2, client_secret=SECRET, train_delay=0.05) as fk:
         monkeypatch.setenv("NYCKEL_API_URL", fk.url)
@@ -212,7 +237,7 @@ def test_labels_are_listed_across_pages_and_never_duplicated(monkeypatch, tmp_pa
         assert len(fk.function(svc._function_id).labels) == 3
 
 
-def test_uploads_stay_under_the_rate_limit(fake, tmp_path, split):
+def test_uploads_stay_under_the_rate_limit(fake, tmp_path, split, real_rate_limit):
     svc = service(tmp_path, rps=20, upload_concurrency=8)
     t0 = time.monotonic()
     svc.upload(split)
@@ -221,7 +246,7 @@ def test_uploads_stay_under_the_rate_limit(fake, tmp_path, split):
     assert elapsed >= (api_calls - 1) / 20 * 0.95
 
 
-def test_rate_limiter_spaces_calls():
+def test_rate_limiter_spaces_calls(real_rate_limit):
     now, slept = [0.0], []
 
     def sleep(s: float) -> None:
@@ -258,7 +283,7 @@ def test_bad_settings_name_their_key(tmp_path):
         service(tmp_path, rps=100)
 
 
-# -- train -------------------------------------------------------------------------------------------
+# -- train -----------------------------------------------------------------------------------------
 def test_train_waits_for_the_status_and_times_it(fake, tmp_path, split):
     fake.state.train_delay = 0.4
     svc = service(tmp_path)
@@ -288,7 +313,7 @@ def test_train_timeout_is_a_clear_error(fake, tmp_path, split):
         svc.train(split)
 
 
-# -- predict -----------------------------------------------------------------------------------------
+# -- predict ---------------------------------------------------------------------------------------
 def test_predict_maps_label_and_confidence_and_never_captures(fake, tmp_path, split):
     svc, model = trained(tmp_path, split)
     count = len(fake.samples(model.ids["function_id"]))
@@ -359,7 +384,7 @@ def test_secrets_and_tokens_never_reach_state_or_model(fake, tmp_path, split):
     assert SECRET not in repr(svc.api.tokens._credentials)
 
 
-# -- commands ----------------------------------------------------------------------------------------
+# -- commands --------------------------------------------------------------------------------------
 def test_create_command_prints_and_records_the_id(fake, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -22,6 +22,7 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 from typer.testing import CliRunner
 
+from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
 from mlbench.params import parse_params
@@ -262,6 +263,17 @@ def test_training_failure_reports_the_status_message_and_a_rerun_retries(
     assert model.ids["project_version_arn"] == project.versions["v2"].arn
 
 
+def test_dataset_import_failure_is_reported_with_what_to_do(tmp_path, moto_url, s3, fake,
+                                                            split):
+    svc = make_service(tmp_path, settings(moto_url, fake))
+    svc.upload(split)
+    s3.delete_object(Bucket=BUCKET, Key=f"mlbench/{DS}/4/manifests/val.manifest")
+    with pytest.raises(UserError, match=r"TEST dataset failed to import .*could not be read.*"
+                                        r"delete-dataset --dataset-arn arn:aws:rekognition:"):
+        svc.train(split)
+    assert fake.operations().count("CreateProjectVersion") == 0  # nothing trained on bad data
+
+
 def test_model_arn_from_params_skips_upload_and_training(tmp_path, moto_url, fake, split):
     _, model = trained(tmp_path, moto_url, fake, split)
     arn = model.ids["project_version_arn"]
@@ -330,7 +342,8 @@ def test_throttling_is_retried_and_attempts_are_counted(connected, fake):
 
 def test_non_retryable_errors_raise_service_call_error_at_once(connected, fake):
     svc, model = connected
-    life.stop(svc.aws.rek, model.ids["project_arn"], model.ids["project_version_arn"], None)
+    life.stop(svc.aws.rek, model.ids["project_arn"], model.ids["project_version_arn"],
+              svc.waiting())
     with pytest.raises(ServiceCallError, match="ResourceNotReadyException") as caught:
         svc.predict(png_bytes(3))
     assert caught.value.attempts == 1 and caught.value.status == 400
@@ -364,7 +377,7 @@ def test_cli_stop_stops_the_model(tmp_path, moto_url, fake, split, monkeypatch):
     svc.upload(split)
     model = svc.train(split)
     svc.connect(model)
-    atomic_write_json(Path(f"results/rekognition/{DS}/models/4/model.json"), model.to_json())
+    atomic_write_json(paths.model_json("rekognition", DS, 4), model.to_json())
     version = fake.backend.version(model.ids["project_version_arn"])
 
     runner = CliRunner()
@@ -381,8 +394,8 @@ def test_cli_stop_stops_the_model(tmp_path, moto_url, fake, split, monkeypatch):
     assert result.exit_code == 0, result.output
     assert version.state.status == "RUNNING" and version.starts == 2
     result = runner.invoke(cli, ["stop", "pets"])
-    assert isinstance(result.exception, UserError)
-    assert "no Rekognition model recorded for pets" in str(result.exception)
+    assert result.exit_code == 2
+    assert "no Rekognition model recorded for pets" in result.output
 
 
 # -- user mistakes ------------------------------------------------------------------------------
@@ -454,3 +467,37 @@ def test_fake_validates_requests_like_the_service(fake, aws_env):
         "Content-Type": "application/x-amz-json-1.1"})
     assert unsigned.status_code == 403
     assert unsigned.json()["__type"] == "MissingAuthenticationTokenException"
+
+
+# -- the seed-compatible wrapper ------------------------------------------------------------------
+def test_seed_wrapper_uploads_the_ablation(tmp_path, moto_url, s3, fake, monkeypatch):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "aws_rekognition.py"
+    spec = importlib.util.spec_from_file_location("aws_rekognition_script", script)
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    (root / "params.yaml").write_text(yaml.safe_dump({
+        "datasets": [DS], "services": ["rekognition"], "buckets": {"aws": "unused-bucket"},
+        "rekognition": settings(moto_url, fake)}))
+    monkeypatch.setenv("AWS_STORAGE_BUCKET_NAME", BUCKET)  # the seed's variable wins
+    rows = []
+    for c, cls in enumerate(("cat", "dog")):
+        for i, part in enumerate(("train", "val")):
+            make_image(paths.split_dir(DS, "train") / cls / f"{cls}{i}.png", 10 * c + i)
+            rows.append(f"2,{part},{cls}{i}.png,{cls}")
+    paths.classes_file(DS).write_text("cat\ndog\n")
+    paths.ablation_table(DS).parent.mkdir(parents=True)
+    paths.ablation_table(DS).write_text("size,split,filename,class\n" + "\n".join(rows) + "\n")
+
+    assert wrapper.main(["upload", DS, "2"]) == 0
+    assert keys_in(s3) == {f"mlbench/{DS}/2/{part}/{cls}/{cls}{i}.png"
+                           for cls in ("cat", "dog")
+                           for i, part in enumerate(("train", "val"))} | {
+        f"mlbench/{DS}/2/manifests/train.manifest", f"mlbench/{DS}/2/manifests/val.manifest"}
+    assert wrapper.main(["stop", DS, "2"]) == 2  # nothing trained yet: one-line error, status 2
+    assert wrapper.main(["upload", DS, "two"]) == 2

@@ -15,14 +15,15 @@ archive and those entries still present skips the work.
 from __future__ import annotations
 
 import json
+import lzma
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+import zlib
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
@@ -44,11 +45,18 @@ def marker_path(archive: Path, target: Path) -> Path:
     return target / f".{archive.name}.extracted.json"
 
 
-def extract_archive(archive: Path, target: Path, sha256: str | None = None) -> bool:
+#: Top-level names in the target that belong to the fetch machinery, never to an archive.
+_RESERVED_SUFFIXES = (".extracted.json", ".extracting", ".part", ".part.json")
+
+
+def extract_archive(archive: Path, target: Path, sha256: str | None = None,
+                    protected: frozenset[str] = frozenset()) -> bool:
     """Extract `archive` into `target` unless already done; return True when it extracted.
 
     `sha256` (when the caller verified the archive) makes the up-to-date check independent of
-    the file's mtime, so a re-download of the same bytes does not re-extract.
+    the file's mtime, so a re-download of the same bytes does not re-extract. `protected`
+    names top-level files the archive must not overwrite (the downloaded files, the checksum
+    record); the archive itself always is.
     """
     target.mkdir(parents=True, exist_ok=True)
     marker = marker_path(archive, target)
@@ -69,10 +77,13 @@ def extract_archive(archive: Path, target: Path, sha256: str | None = None) -> b
             _extract_zip(archive, staging)
         else:
             _extract_tar(archive, staging)
+        entries = sorted(p.name for p in staging.iterdir())
+        for name in entries:
+            if name in protected or name == archive.name or name.endswith(_RESERVED_SUFFIXES):
+                raise _refuse(archive, name, f"would overwrite {name} in {target}")
         marker.unlink(missing_ok=True)
         for entry in (previous or {}).get("entries", []):
             _remove(target / entry)  # what an older version of this archive left
-        entries = sorted(p.name for p in staging.iterdir())
         for name in entries:
             _merge_move(staging / name, target / name)
     finally:
@@ -139,49 +150,62 @@ def _extract_zip(archive: Path, staging: Path) -> None:
             dest = safe_member_path(archive, info.filename, staging)
             if dest is not None:
                 planned.append((info, dest))
-        for info, dest in planned:
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src:
-                _write(src, dest)
+        try:
+            for info, dest in planned:
+                if info.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src:
+                    _write(src, dest)
+        except _DAMAGE as exc:
+            _damaged(archive, "zip", exc)
 
 
 # -- tar ----------------------------------------------------------------------------------------
 def _extract_tar(archive: Path, staging: Path) -> None:
     # r:* detects compression from the content: Oxford Pets' `.tar.gz` files are plain tar.
     try:
-        tf = tarfile.open(archive, "r:*")
+        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with` below
     except tarfile.TarError as exc:
         raise UserError(f"{archive}: not a valid tar ({exc}); delete it and fetch again") from None
     with tf:
-        for member in _members(tf, archive):
-            if member.issym():
-                raise _refuse(archive, member.name, f"symbolic link to {member.linkname!r}")
-            if member.islnk():
-                raise _refuse(archive, member.name, f"hard link to {member.linkname!r}")
-            if not (member.isfile() or member.isdir()):
-                raise _refuse(archive, member.name, "device, fifo or other special file")
-            dest = safe_member_path(archive, member.name, staging)
-            if dest is None:
-                continue
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None  # a regular file always has a data stream
-            with src:
-                _write(src, dest)
+        try:
+            for member in tf:  # one streaming pass, even through gzip
+                _extract_member(tf, member, archive, staging)
+        except _DAMAGE as exc:
+            _damaged(archive, "tar", exc)
 
 
-def _members(tf: tarfile.TarFile, archive: Path) -> Iterator[tarfile.TarInfo]:
-    """Stream the members (one pass, even through gzip), turning truncation into a UserError."""
-    try:
-        yield from tf
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UserError(f"{archive}: damaged tar ({exc}); delete it and fetch again") from None
+def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, archive: Path,
+                    staging: Path) -> None:
+    if member.issym():
+        raise _refuse(archive, member.name, f"symbolic link to {member.linkname!r}")
+    if member.islnk():
+        raise _refuse(archive, member.name, f"hard link to {member.linkname!r}")
+    if not (member.isfile() or member.isdir()):
+        raise _refuse(archive, member.name, "device, fifo or other special file")
+    dest = safe_member_path(archive, member.name, staging)
+    if dest is None:
+        return
+    if member.isdir():
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = tf.extractfile(member)
+    assert src is not None  # a regular file always has a data stream
+    with src:
+        _write(src, dest)
+
+
+#: What a truncated or corrupt archive raises while being read (decompressors included).
+_DAMAGE = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+def _damaged(archive: Path, kind: str, exc: BaseException) -> NoReturn:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise exc  # a real filesystem problem (disk full, permissions), not a bad archive
+    raise UserError(f"{archive}: damaged {kind} ({exc}); delete it and fetch again") from None
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ a URL, a Kaggle dataset or a Hugging Face dataset file). `fetch_files` puts each
 - **Where from.** `params.yaml` `sources.<ds>.url` (one URL or a list) replaces the dataset's
   files entirely; else env `MLBENCH_MIRROR=<base url>` serves every file as `<base>/<name>`
   (Kaggle and Hugging Face datasets included: their archive or parquet files keep their names);
-  else the original location.
+  else the original location. `file://` URLs work too (an offline disk).
 - **Resume.** HTTP downloads go to `<name>.part` with `Range` requests (and `If-Range`, so a
   file changed on the server restarts cleanly), are retried with exponential backoff after a
   dropped connection, a timeout, 429 or 5xx, and are renamed only once complete and verified.
@@ -33,17 +33,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
-
-import requests
-import urllib3
-from tqdm import tqdm
 
 from mlbench.data.extract import extract_archive, is_archive
 from mlbench.data.sources.base import FetchContext
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
+
+if TYPE_CHECKING:  # requests, urllib3 and tqdm load on first download: every CLI call imports
+    import requests  # the dataset registry, and most calls never download anything
+
 
 CHECKSUMS = "checksums.json"
 KAGGLE_DOCS = "https://www.kaggle.com/docs/api#authentication"
@@ -139,8 +139,9 @@ def resolve(ds: str, remotes: list[Remote], ctx: FetchContext) -> list[Remote]:
             pinned = {resolved[0].name: pinned}
         unknown = set(pinned) - {r.name for r in resolved}
         if unknown:
+            names = ", ".join(r.name for r in resolved)
             raise UserError(f"params.yaml: sources.{ds}.sha256: no file named "
-                            f"{sorted(unknown)[0]!r}; {ds} has {', '.join(r.name for r in resolved)}")
+                            f"{sorted(unknown)[0]!r}; {ds} has {names}")
         resolved = [replace(r, sha256=pinned[r.name].lower(), md5=None) if r.name in pinned else r
                     for r in resolved]
     return resolved
@@ -169,6 +170,8 @@ class Checksums:
 
 def file_digests(path: Path, label: str | None = None) -> tuple[str, str]:
     """sha256 and md5 of a file, in one pass (with a progress bar for big files)."""
+    from tqdm import tqdm
+
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     size = path.stat().st_size
     with path.open("rb") as fh, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
@@ -256,9 +259,10 @@ def fetch_and_extract(ds: str, raw: Path, ctx: FetchContext,
                       remotes: list[Remote]) -> dict[Path, str]:
     """`fetch_files`, then extract every archive into `raw` (once; see `extract_archive`)."""
     files = fetch_files(ds, raw, ctx, remotes)
+    protected = frozenset([CHECKSUMS, *(p.name for p in files)])
     for path, sha in files.items():
         if is_archive(path):
-            extract_archive(path, raw, sha256=sha)
+            extract_archive(path, raw, sha256=sha, protected=protected)
     return files
 
 
@@ -266,12 +270,32 @@ def _download(remote: Remote, raw: Path, *, retries: int, revision: str | None) 
     """Download `remote` to a staging file in `raw` and return its path (not yet verified)."""
     if remote.url:
         part = raw / f"{remote.name}.part"
-        download_http(remote.url, part, retries=retries)
+        if remote.url.startswith("file://"):
+            copy_file_url(remote.url, part)
+        else:
+            download_http(remote.url, part, retries=retries)
         return part
     if remote.kaggle:
         return download_kaggle(remote.kaggle, raw / ".kaggle", remote.name)
     assert remote.hf_repo and remote.hf_path, f"{remote.name}: no location"
     return download_hf(remote.hf_repo, remote.hf_path, raw / ".hf", revision=revision)
+
+
+def copy_file_url(url: str, part: Path) -> None:
+    """A `file://` mirror (an offline disk or share): copy the file, with a progress bar."""
+    from urllib.request import url2pathname
+
+    from tqdm import tqdm
+
+    src = Path(url2pathname(urlsplit(url).path))
+    if not src.is_file():
+        raise UserError(f"{url}: no such file; check MLBENCH_MIRROR / sources.<ds>.url")
+    with src.open("rb") as fin, part.open("wb") as fout, tqdm(
+        total=src.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=src.name
+    ) as bar:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            bar.update(len(chunk))
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -296,6 +320,8 @@ def download_http(url: str, part: Path, *, retries: int = DEFAULT_RETRIES,
     Returns when `part` holds the whole file; raises `UserError` after `retries` failed
     retries (the partial file stays, so the next run resumes from it) or on a 4xx answer.
     """
+    import requests
+
     own = session is None
     session = session or requests.Session()
     attempt = 0
@@ -322,6 +348,9 @@ def _sidecar(part: Path) -> Path:
 
 
 def _download_once(session: requests.Session, url: str, part: Path) -> None:
+    import requests
+    import urllib3
+
     meta_file = _sidecar(part)
     try:
         meta = json.loads(meta_file.read_text())
@@ -346,6 +375,8 @@ def _download_once(session: requests.Session, url: str, part: Path) -> None:
 
 
 def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file: Path) -> None:
+    from tqdm import tqdm
+
     status = resp.status_code
     if status == 416 and have:
         total = _content_range_total(resp.headers.get("Content-Range", ""))
@@ -371,9 +402,9 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
     atomic_write_json(meta_file, {"url": url, "etag": resp.headers.get("ETag"),
                                   "last_modified": resp.headers.get("Last-Modified")})
     part.parent.mkdir(parents=True, exist_ok=True)
+    label = part.name.removesuffix(".part")
     with part.open(mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                     unit_divisor=1024, desc=part.name.removesuffix(".part"),
-                                     leave=False) as bar:
+                                     unit_divisor=1024, desc=label) as bar:
         for chunk in resp.raw.stream(CHUNK, decode_content=False):
             fh.write(chunk)
             bar.update(len(chunk))
@@ -442,6 +473,8 @@ def download_kaggle(slug: str, staging: Path, name: str) -> Path:
         api.authenticate()
     except SystemExit:
         raise _kaggle_missing(slug) from None
+    import requests
+
     staging.mkdir(parents=True, exist_ok=True)
     try:
         api.dataset_download_files(slug, path=str(staging), quiet=False, unzip=False)

@@ -52,7 +52,7 @@ def plan_outputs(ds: str, items: list[RawImage]) -> list[tuple[RawImage, Path]]:
     """Give each raw image its output path, with a file name unique across the dataset."""
     used: set[str] = set()
     planned = []
-    for item in sorted(items, key=lambda i: (i.split, i.class_name, str(i.path))):
+    for item in sorted(items, key=lambda i: (i.split != "train", i.class_name, str(i.path))):
         stem, suffix = safe_stem(item.path.stem), output_suffix(item.path)
         name, k = f"{stem}{suffix}", 2
         while name.lower() in used:

@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only: stages run headless
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 

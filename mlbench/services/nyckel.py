@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -160,18 +161,25 @@ class NyckelService(HttpService):
     def _param_key(self) -> str:
         return f"nyckel.functions.{self.ctx.dataset}.{self.ctx.ablation}"
 
-    def function_name(self) -> str:
-        return f"{self.config.function_prefix}-{self.ctx.dataset}-{self.ctx.ablation}"
+    def function_name(self, split: AblationSplit) -> str:
+        """`<prefix>-<ds>-<n>-<digest>`: the digest (of the ablation's files and classes) gives
+        a changed ablation (new seed, new data) a new function instead of mixing samples."""
+        rows = sorted(f"{img.filename}\t{img.class_name}" for img in split.all)
+        digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:8]
+        return f"{self.config.function_prefix}-{split.dataset}-{split.size}-{digest}"
 
-    def use_function(self, function_id: str) -> None:
-        """Record `function_id` as this (dataset, ablation)'s function (seed `upload <id>`)."""
+    def use_function(self, function_id: str, name: str | None = None) -> None:
+        """Record `function_id` as this (dataset, ablation)'s function. `name` is the expected
+        name when found or created here; without it the function was chosen by hand (params,
+        `upload <function_id>`) and is kept whatever the ablation's digest."""
         self._function_id = function_id
         state = self._state()
         if state.get("function_id") != function_id:
             state = {"function_id": function_id}
-        atomic_write_json(self._state_path, {**state, "api_url": self.base_url})
+        state.update(function_name=name, chosen_by_hand=name is None, api_url=self.base_url)
+        atomic_write_json(self._state_path, state)
 
-    def ensure_function(self) -> str:
+    def ensure_function(self, split: AblationSplit) -> str:
         """Params, then the state record, then a function of the expected name, else create."""
         if self._function_id:
             return self._function_id
@@ -184,18 +192,18 @@ class NyckelService(HttpService):
             self._check_kind(fn, self._param_key())
             self.use_function(configured)
             return configured
-        recorded = self._state().get("function_id")
-        if recorded and self.api.get_function(recorded) is not None:
+        name = self.function_name(split)
+        state = self._state()
+        recorded = state.get("function_id")
+        if (recorded and (state.get("chosen_by_hand") or state.get("function_name") == name)
+                and self.api.get_function(recorded) is not None):
             self._function_id = recorded
             return recorded
-        name = self.function_name()
         found = self.api.find_function(name)
         if found is None:
-            created = self.api.create_function(name)
-            found = str(created["id"])
+            found = str(self.api.create_function(name)["id"])
             _note(f"nyckel: created function {name} ({found})")
-        self.use_function(found)
-        self._save_state(function_name=name)
+        self.use_function(found, name)
         return found
 
     @staticmethod
@@ -227,7 +235,7 @@ class NyckelService(HttpService):
 
         if len(split.classes) < 2:
             raise UserError(f"{split.dataset}: Nyckel needs at least 2 classes")
-        function_id = self.ensure_function()
+        function_id = self.ensure_function(split)
         self.api.ensure_labels(function_id, split.classes)
         done = self._recorded(function_id)
         todo = [img for img in split.all if img.filename not in done]
@@ -275,7 +283,7 @@ class NyckelService(HttpService):
         """Wait until Nyckel reports a model trained on every sample; time it from the upload."""
         from tqdm import tqdm
 
-        function_id = self.ensure_function()
+        function_id = self.ensure_function(split)
         state = self._state()
         timeout, interval = self.config.train_timeout, self.config.poll_interval
         start = time.monotonic()
@@ -465,9 +473,7 @@ def create(
                   "created_at": utc_now(), "dataset": dataset, "ablation": ablation})
     atomic_write_json(log, known)
     if dataset is not None and ablation is not None:
-        svc = _service(dataset, ablation)
-        svc.use_function(function_id)
-        svc._save_state(function_name=function_name)
+        _service(dataset, ablation).use_function(function_id)
     typer.echo(function_id)
 
 
@@ -503,11 +509,13 @@ def upload(
 @_user_errors
 def status(dataset: DatasetArg, ablation: AblationArg) -> None:
     """Show the function, the samples uploaded so far and whether it is trained."""
+    from mlbench.data.ablate import load_split
+
     with _service(dataset, ablation) as svc:
         function_id = svc.config.function_for(dataset, ablation) or svc._state().get("function_id")
         if not function_id:
             typer.echo(f"no function yet for {dataset}/{ablation} "
-                       f"(would be named {svc.function_name()})")
+                       f"(would be named {svc.function_name(load_split(dataset, ablation))})")
             return
         recorded = len(svc._recorded(function_id))
         trained = svc.api.is_trained(function_id)

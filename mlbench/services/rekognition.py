@@ -17,14 +17,17 @@ deterministic as well (see `rekognition_lifecycle`), so a rerun continues and ne
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
 from mlbench import paths
+from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_bytes, atomic_write_json, read_json
 from mlbench.services import rekognition_lifecycle as life
@@ -41,7 +44,6 @@ from mlbench.services.http import RetryPolicy, ServiceCallError
 from mlbench.services.rekognition_aws import (
     Aws,
     RekognitionSettings,
-    err,
     error_code,
     error_message,
     http_status,
@@ -93,7 +95,7 @@ class RekognitionService(Service):
     def _save(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.state_path, state)
 
-    def _waiting(self) -> life.Waiting:
+    def waiting(self) -> life.Waiting:
         return life.Waiting(self.cfg.poll_seconds, self.cfg.train_timeout_seconds,
                             self.cfg.start_timeout_seconds)
 
@@ -143,7 +145,7 @@ class RekognitionService(Service):
         self._save(state)
         manifests = {"TRAIN": (bucket, state["manifests"]["train"]),
                      "TEST": (bucket, state["manifests"]["val"])}
-        datasets = life.ensure_datasets(rek, project, manifests, self._waiting())
+        datasets = life.ensure_datasets(rek, project, manifests, self.waiting())
         state.update(datasets=datasets)
         self._save(state)
 
@@ -152,7 +154,7 @@ class RekognitionService(Service):
             self._save(state)
 
         output = {"S3Bucket": bucket, "S3KeyPrefix": f"{prefix}/output/"}
-        version = life.ensure_trained(rek, project["ProjectArn"], output, self._waiting(), record)
+        version = life.ensure_trained(rek, project["ProjectArn"], output, self.waiting(), record)
         model = self._model_ref(split.dataset, split.size, project["ProjectArn"], version)
         model.ids.update(train_dataset_arn=datasets["TRAIN"], test_dataset_arn=datasets["TEST"])
         model.details.update(project_name=name, bucket=bucket,
@@ -200,7 +202,7 @@ class RekognitionService(Service):
         rek = self.aws.rek
         project_arn = model.ids.get("project_arn") or life.project_arn_of(rek, arn)
         life.ensure_running(rek, project_arn, arn, self.cfg.min_inference_units,
-                            self.cfg.max_inference_units, self._waiting())
+                            self.cfg.max_inference_units, self.waiting())
         err.print(f"[yellow]rekognition: {arn} is RUNNING and billed per inference-unit hour "
                   f"until `mlbench rekognition stop {model.dataset} {model.ablation}`[/yellow]")
         self._model_arn = arn
@@ -213,7 +215,7 @@ class RekognitionService(Service):
             raise RuntimeError("rekognition: connect() must be called before predict()")
         data = fit_image(image)
         client = self.aws.detect
-        last = ""
+        last, status = "", None
         for attempt in range(1, self._retry.max_attempts + 1):
             try:
                 answer = client.detect_custom_labels(
@@ -221,14 +223,15 @@ class RekognitionService(Service):
                     MinConfidence=self.cfg.min_confidence)
             except (ClientError, BotoCoreError) as exc:
                 last = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
+                status = http_status(exc)
                 if not is_retryable(exc):
-                    raise ServiceCallError(last, http_status(exc), attempt) from None
+                    raise ServiceCallError(last, status, attempt) from None
                 if attempt < self._retry.max_attempts:
                     time.sleep(self._retry.backoff(attempt))
                 continue
             return parse_labels(answer, attempt)
         raise ServiceCallError(f"gave up after {self._retry.max_attempts} attempts: {last}",
-                               None, self._retry.max_attempts)
+                               status, self._retry.max_attempts)
 
     def close(self) -> None:
         if self._aws is not None:
@@ -293,11 +296,26 @@ def _ground_truth_now() -> str:
 cli = typer.Typer(help="AWS Rekognition Custom Labels models: status, start, stop (a running "
                   "model is billed per inference-unit hour until stopped).",
                   no_args_is_help=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(fn: F) -> F:
+    """A UserError becomes one line on stderr and exit status 2, as in the main CLI."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def recorded_models(dataset: str | None, ablation: int | None) -> list[ModelRef]:
     """Models this project knows: `rekognition.models` in params.yaml and every model.json /
-    state file under results/rekognition/, filtered by dataset and ablation."""
+    state file of the train stage (`paths.models_dir`), filtered by dataset and ablation."""
     from mlbench.params import load_params
 
     params = load_params()
@@ -306,9 +324,11 @@ def recorded_models(dataset: str | None, ablation: int | None) -> list[ModelRef]
     for ds, sizes in cfg.models.items():
         for n, arn in sizes.items():
             found[(ds, n)] = ModelRef("rekognition", ds, n, {"project_version_arn": arn})
-    root = paths.RESULTS / "rekognition"
-    for f in sorted(root.glob("*/models/*/model.json")) + sorted(root.glob(f"*/models/*/"
-                                                                            f"{STATE_FILE}")):
+    models_dir = paths.models_dir("rekognition", "_")  # <root>/rekognition/<ds>/models
+    root, sub = models_dir.parent.parent, models_dir.name
+    files = sorted(root.glob(f"*/{sub}/*/model.json")) + sorted(root.glob(f"*/{sub}/*/"
+                                                                          f"{STATE_FILE}"))
+    for f in files:
         ds, n = f.parts[-4], int(f.parts[-2]) if f.parts[-2].isdigit() else -1
         if n < 0 or (ds, n) in found:
             continue
@@ -342,22 +362,29 @@ def _project_arn(svc: RekognitionService, model: ModelRef) -> str:
     return model.ids.get("project_arn") or life.project_arn_of(svc.aws.rek, arn)
 
 
+def stop_models(dataset: str | None, ablation: int | None, wait: bool = False) -> None:
+    """Stop every recorded model matching dataset/ablation that runs; print where each ends."""
+    for model in recorded_models(dataset, ablation):
+        with _service_for(model) as svc:
+            arn = model.ids["project_version_arn"]
+            status = life.stop(svc.aws.rek, _project_arn(svc, model), arn, svc.waiting(),
+                               until_stopped=wait)
+            typer.echo(f"{model.dataset} {model.ablation}: {status}  {arn}")
+
+
 @cli.command()
+@_one_line_errors
 def stop(
     dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
     ablation: int | None = typer.Argument(None, help="Ablation (default: all of the dataset)."),
     wait: bool = typer.Option(False, "--wait", help="Wait until the model is STOPPED."),
 ) -> None:
     """Stop running models so they stop being billed."""
-    for model in recorded_models(dataset, ablation):
-        with _service_for(model) as svc:
-            arn = model.ids["project_version_arn"]
-            status = life.stop(svc.aws.rek, _project_arn(svc, model), arn,
-                               svc._waiting() if wait else None)
-            typer.echo(f"{model.dataset} {model.ablation}: {status}  {arn}")
+    stop_models(dataset, ablation, wait)
 
 
 @cli.command()
+@_one_line_errors
 def start(
     dataset: str = typer.Argument(..., help="Dataset."),
     ablation: int = typer.Argument(..., help="Ablation size."),
@@ -371,6 +398,7 @@ def start(
 
 
 @cli.command()
+@_one_line_errors
 def status(
     dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
     ablation: int | None = typer.Argument(None, help="Ablation size."),

@@ -16,12 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-
+from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.params import Params
-
-err = Console(stderr=True)
 
 BUCKET_ENV = "AWS_STORAGE_BUCKET_NAME"
 VERSION_ARN_RE = re.compile(

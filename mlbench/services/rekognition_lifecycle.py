@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlbench.console import err
 from mlbench.errors import UserError
-from mlbench.services.rekognition_aws import VERSION_ARN_RE, err, error_code, poll
+from mlbench.services.rekognition_aws import VERSION_ARN_RE, error_code, poll
 
 #: Version states from which the model can be (or already is) started.
 TRAINED = frozenset({"TRAINING_COMPLETED", "STARTING", "RUNNING", "STOPPING", "STOPPED",
                      "FAILED"})
+#: Codes the service may answer when a name is already taken (created meanwhile by a rerun).
+TAKEN = frozenset({"ResourceInUseException", "ResourceAlreadyExistsException"})
 #: Version states that will never give a model.
 DEAD = frozenset({"TRAINING_FAILED", "DELETING", "COPYING_FAILED", "DEPRECATED", "EXPIRED"})
 
@@ -55,7 +58,7 @@ def ensure_project(rek: Any, name: str) -> dict[str, Any]:
             rek.create_project(ProjectName=name)
             err.print(f"rekognition: created project {name}")
         except Exception as exc:
-            if error_code(exc) != "ResourceInUseException":
+            if error_code(exc) not in TAKEN:
                 raise
         project = find_project(rek, name)
         if project is None:
@@ -86,7 +89,7 @@ def ensure_datasets(
                                                                     "Name": key}}},
             )["DatasetArn"]
         except Exception as exc:
-            if error_code(exc) != "ResourceAlreadyExistsException":
+            if error_code(exc) not in TAKEN:
                 raise
             again = find_project(rek, _name_of(project["ProjectArn"])) or {}
             arns[kind] = next(d["DatasetArn"] for d in again.get("Datasets", [])
@@ -180,7 +183,7 @@ def ensure_trained(
             err.print(f"rekognition: training {name} of {_name_of(project_arn)} (this takes "
                       "about an hour or more)")
         except Exception as exc:
-            if error_code(exc) != "ResourceInUseException":
+            if error_code(exc) not in TAKEN:
                 raise
             arn = next(v["ProjectVersionArn"] for v in list_versions(rek, project_arn)
                        if _version_of(v["ProjectVersionArn"]) == name)
@@ -236,14 +239,14 @@ def ensure_running(
     return version
 
 
-def stop(rek: Any, project_arn: str, version_arn: str, wait: Waiting | None) -> str:
+def stop(rek: Any, project_arn: str, version_arn: str, wait: Waiting,
+         until_stopped: bool = False) -> str:
     """Stop a running (or starting) model; return the status it ends in (or is heading to)."""
     version = describe_version(rek, project_arn, version_arn)
-    if version["Status"] == "STARTING":  # cannot stop a model while it starts
+    if version["Status"] == "STARTING":  # a model cannot be stopped while it starts
         version = poll(lambda: describe_version(rek, project_arn, version_arn),
-                       lambda d: d["Status"] != "STARTING", "waiting for start to finish",
-                       wait.poll_seconds if wait else 30.0,
-                       wait.start_timeout if wait else 3600.0, "rerun stop")
+                       lambda d: d["Status"] != "STARTING", "waiting for the start to finish",
+                       wait.poll_seconds, wait.start_timeout, "rerun stop")
     if version["Status"] != "RUNNING":
         return version["Status"]
     try:
@@ -252,7 +255,7 @@ def stop(rek: Any, project_arn: str, version_arn: str, wait: Waiting | None) -> 
         if error_code(exc) != "ResourceInUseException":
             raise
         status = describe_version(rek, project_arn, version_arn)["Status"]
-    if wait is not None and status == "STOPPING":
+    if until_stopped and status == "STOPPING":
         status = poll(lambda: describe_version(rek, project_arn, version_arn),
                       lambda d: d["Status"] != "STOPPING", "stopping", wait.poll_seconds,
                       wait.start_timeout, "it keeps stopping on AWS")["Status"]

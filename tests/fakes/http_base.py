@@ -117,6 +117,7 @@ class FakeServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else ~40 ms per answer (Nagle x delayed ACK)
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass

@@ -19,7 +19,7 @@ be a folder separator and becomes `-`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def image_dir(raw: Path, name: str) -> Path | None:
     return next((d for d in find_dirs(raw, name) if image_files(d, raw)), None)
 
 
-def _layout(raw: Path):  # -> Callable[[], Iterator[RawImage]]
+def _layout(raw: Path) -> Callable[[], Iterator[RawImage]]:
+    """Which layout `raw` holds, as a generator of its images; UserError naming what lacks."""
     meta = _first(find_files(raw, "cars_meta.mat"))
     train_annos = _first(find_files(raw, "cars_train_annos.mat"))
     test_annos = _first(find_files(raw, "cars_test_annos_withlabels*.mat"))
@@ -90,7 +91,7 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         return loadmat(path, squeeze_me=True, struct_as_record=False)
     except Exception as exc:  # noqa: BLE001 - scipy raises many types for a bad file
-        raise UserError(f"{path}: unreadable .mat file ({exc}); delete it and fetch again") from None
+        raise UserError(f"{path}: unreadable .mat file ({exc}); delete it, fetch again") from None
 
 
 def class_names(mat: dict[str, Any], path: Path) -> list[str]:

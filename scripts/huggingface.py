@@ -1,0 +1,88 @@
+"""Seed-compatible entry point for a Hugging Face Inference Endpoint (thin wrapper over mlbench).
+
+    python scripts/huggingface.py invoke   <dataset> <inference_endpoint> [<ablation>]
+    python scripts/huggingface.py parallel <dataset> <inference_endpoint> [<ablation>]
+
+`invoke` scores every test image once (accuracy, latency); `parallel` runs the concurrent load
+test (params.yaml `load`). The model is trained in the AutoTrain UI (see
+docs/services/huggingface.md); HF_TOKEN must hold a token that can call the endpoint. The seed
+took no ablation: it is the third argument here, and may be left out when params.yaml names one
+(`ablation: <n>`) or lists this URL under `huggingface.endpoints.<dataset>.<n>`. If the endpoint
+answers LABEL_<i>, set `huggingface.models.<dataset>.<n>` to the model's Hub repo id. Results
+land where `mlbench evaluate` / `mlbench load` put them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlbench import paths
+from mlbench.console import err
+from mlbench.errors import UserError
+
+SERVICE = "huggingface"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huggingface.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("invoke", "score every test image once (accuracy, latency)"),
+                       ("parallel", "concurrent load test (params.yaml `load`)")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("dataset")
+        cmd.add_argument("inference_endpoint")
+        cmd.add_argument("ablation", type=int, nargs="?")
+    return parser
+
+
+def _ablation(params, dataset: str, url: str, given: int | None) -> int:
+    """The ablation the endpoint's model was trained on: given, configured, or the only one."""
+    if given is not None:
+        return given
+    if params.ablation is not None:
+        return params.ablation
+    endpoints = (params.section(SERVICE).get("endpoints") or {}).get(dataset)
+    if isinstance(endpoints, dict):
+        matches = [int(n) for n, u in endpoints.items() if u == url]
+        if len(matches) == 1:
+            return matches[0]
+    raise UserError(f"which ablation was this endpoint trained on? run `python "
+                    f"scripts/huggingface.py <invoke|parallel> {dataset} <url> <ablation>`")
+
+
+def run(argv: list[str]) -> None:
+    args = _parser().parse_args(argv)
+    from mlbench.bench.runs import open_service
+    from mlbench.data.export import load_test_images
+    from mlbench.io import atomic_write_json
+    from mlbench.params import load_params
+
+    params = load_params()
+    load_test_images(args.dataset)  # no test set: say so before calling the endpoint
+    n = _ablation(params, args.dataset, args.inference_endpoint, args.ablation)
+    with open_service(params, SERVICE, args.dataset, n) as svc:
+        model = svc.model_ref(args.inference_endpoint, args.dataset, n)  # checks it answers
+    atomic_write_json(paths.model_json(SERVICE, args.dataset, n), model.to_json())
+    if args.command == "invoke":
+        from mlbench.bench.evaluate import run_evaluation
+
+        run_evaluation(params, SERVICE, args.dataset, [n])
+    else:
+        from mlbench.bench.load import run_load
+
+        run_load(params, SERVICE, args.dataset, [n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Seed-compatible entry point for Nyckel (a thin wrapper over mlbench).
+
+    python scripts/nyckel.py create   <function_name>                      # prints the id
+    python scripts/nyckel.py upload   <dataset> <function_id> <ablation>   # samples + training
+    python scripts/nyckel.py invoke   <dataset> <function_id> <ablation>   # score the test set
+    python scripts/nyckel.py parallel <dataset> <function_id> <ablation>   # concurrent load test
+
+Run from the project root (beside params.yaml) after `dvc repro` (or `mlbench fetch/prepare/
+ablate/testsets <dataset>`) made the data. Credentials: NYCKEL_CLIENT_ID, NYCKEL_CLIENT_SECRET
+(NYCKEL_API_URL overrides the API base URL). `upload` is resumable and waits until the function
+has trained, then writes results/.../nyckel/<dataset>/models/<ablation>/model.json; `invoke` and
+`parallel` run `mlbench evaluate` / `mlbench load` on that function, with results where those
+commands put them. Without <function_id> the pipeline (`dvc repro`) finds or creates one itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Run as `python scripts/nyckel.py`, this folder is first on sys.path and this file would shadow
+# the official `nyckel` package that mlbench imports: take the folder off the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+from mlbench import paths  # noqa: E402
+from mlbench.console import err  # noqa: E402
+from mlbench.errors import UserError  # noqa: E402
+
+SERVICE = "nyckel"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nyckel.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create", help="create an image-classification function")
+    create.add_argument("function_name")
+    for name, text in (("upload", "upload the ablation as samples, wait for training"),
+                       ("invoke", "score every test image once (accuracy, latency)"),
+                       ("parallel", "concurrent load test (params.yaml `load`)")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("dataset")
+        cmd.add_argument("function_id")
+        cmd.add_argument("ablation", type=int)
+    return parser
+
+
+def _use_function(params, dataset: str, n: int, function_id: str) -> None:
+    """Make `function_id` the model evaluate/load use for (dataset, n), keeping what `upload`
+    measured when it is the same function."""
+    from mlbench.bench.runs import read_model
+    from mlbench.io import atomic_write_json
+    from mlbench.services.base import ModelRef
+
+    model = read_model(SERVICE, dataset, n)
+    if model is not None and model.ids.get("function_id") == function_id:
+        return
+    model = ModelRef(SERVICE, dataset, n, ids={"function_id": function_id},
+                     details={"source": "scripts/nyckel.py (function given by hand)"})
+    atomic_write_json(paths.model_json(SERVICE, dataset, n), model.to_json())
+    err.print(f"{SERVICE}/{dataset}/{n}: using {function_id} (set "
+              f"nyckel.functions.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
+
+
+def run(argv: list[str]) -> None:
+    args = _parser().parse_args(argv)
+    from mlbench.services.nyckel import cli
+
+    if args.command in ("create", "upload"):
+        argv = (["create", args.function_name] if args.command == "create" else
+                ["upload", args.dataset, str(args.ablation), "--function-id", args.function_id])
+        status = cli(argv, prog_name="nyckel.py", standalone_mode=False)
+        if status:  # the command already printed its one-line error
+            raise SystemExit(status)
+        return
+    from mlbench.data.export import load_test_images
+    from mlbench.params import load_params
+
+    params = load_params()
+    load_test_images(args.dataset)  # no test set: say so before recording anything
+    _use_function(params, args.dataset, args.ablation, args.function_id)
+    if args.command == "invoke":
+        from mlbench.bench.evaluate import run_evaluation
+
+        run_evaluation(params, SERVICE, args.dataset, [args.ablation])
+    else:
+        from mlbench.bench.load import run_load
+
+        run_load(params, SERVICE, args.dataset, [args.ablation])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

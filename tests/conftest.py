@@ -1,0 +1,92 @@
+"""Shared fixtures: a real project folder (repo copy + git + DVC) and a prepared `digits`.
+
+Everything runs offline: the built-in dataset, the local service, and local fakes for vendors.
+The feature cache (exported ONNX model, embeddings) is shared by the whole session through
+MLBENCH_CACHE_DIR, as a user would share it between checkouts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml")
+
+
+def make_project(dest: Path, params: dict | None = None, git: bool = True) -> Path:
+    """A fresh project folder: the pipeline, params and code, `git init` + `dvc init`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        shutil.copy(REPO / name, dest / name)
+    shutil.copytree(REPO / "mlbench", dest / "mlbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if params:
+        data = yaml.safe_load((dest / "params.yaml").read_text())
+        data.update(params)
+        (dest / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    if git:
+        subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+        subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = Path(os.environ.get("MLBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    old = os.environ.get("MLBENCH_CACHE_DIR")
+    os.environ["MLBENCH_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("MLBENCH_CACHE_DIR", None)
+    else:
+        os.environ["MLBENCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with `digits` fetched, prepared, ablated and its test sets written.
+
+    Built once per session through the stage functions (not DVC) and treated as read-only.
+    """
+    from mlbench.data.ablate import ablate_dataset
+    from mlbench.data.export import export_ablations, export_testsets
+    from mlbench.data.prepare import prepare_dataset
+    from mlbench.data.sources import get_source
+    from mlbench.data.sources.base import FetchContext
+
+    root = make_project(tmp_path_factory.mktemp("digits"), git=False)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        raw = Path("data/digits/raw")
+        get_source("digits").fetch(raw, FetchContext())
+        prepare_dataset("digits", max_side=1024, workers=2)
+        ablate_dataset("digits", (5, 20, 80, 320), seed=0, val_fraction=0.2)
+        export_ablations("digits", {"google": "gbucket", "aws": "abucket"})
+        export_testsets("digits", None, 0, {"google": "gbucket"})
+    finally:
+        os.chdir(old)
+    return root
+
+
+@pytest.fixture
+def in_digits(digits_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(digits_project)
+    return digits_project
+
+
+@pytest.fixture
+def digits_copy(digits_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the prepared digits project (data hard-linked), as the cwd."""
+    dest = tmp_path / "proj"
+    shutil.copytree(digits_project, dest, copy_function=os.link,
+                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    monkeypatch.chdir(dest)
+    return dest

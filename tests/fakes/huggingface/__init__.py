@@ -1,0 +1,63 @@
+"""A local fake of Hugging Face Inference Endpoints (image classification) and the Hub's
+`resolve` file endpoint (for a model's config.json).
+
+    with HuggingFaceFake() as fake:
+        ep = fake.add_endpoint("beans-5", {"red": (220, 30, 30), "blue": (30, 40, 220)})
+        url = fake.endpoint_url("beans-5")          # put in params huggingface.endpoints
+        fake.state.add_repo(Repo.autotrain_model("me/beans-5", ep.classes))
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)  # the Hub base URL
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.fakes.http_base import FakeServer, Fault, Request, Response
+from tests.fakes.huggingface.models import Endpoint, HfState, Repo
+from tests.fakes.huggingface.responses import install
+from tests.fakes.nyckel import tune_for_latency
+
+__all__ = ["Endpoint", "Fault", "HfState", "HuggingFaceFake", "Repo"]
+
+
+class HuggingFaceFake:
+    """The fake state (`state`) behind a real HTTP server (`server`)."""
+
+    def __init__(self, token: str = "hf_test_token"):
+        self.state = HfState(token)
+        self.server = FakeServer(error_body=lambda status, msg: Response.json({"error": msg},
+                                                                              status))
+        install(self.server, self.state)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def endpoint_url(self, name: str) -> str:
+        return f"{self.url}/endpoints/{name}"
+
+    def add_endpoint(self, name: str, centroids: dict[str, tuple[float, float, float]],
+                     **options: object) -> Endpoint:
+        return self.state.add_endpoint(Endpoint(name, dict(centroids), **options))  # type: ignore[arg-type]
+
+    def start(self) -> HuggingFaceFake:
+        self.server.start()
+        tune_for_latency(self.server)
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> HuggingFaceFake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def log(self) -> list[Request]:
+        return self.server.log
+
+    def requests(self, method: str, path_regex: str) -> list[Request]:
+        return [r for r in self.server.log
+                if r.method == method and re.fullmatch(path_regex, r.path)]

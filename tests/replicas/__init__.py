@@ -1,0 +1,11 @@
+"""Tiny synthetic replicas of the real dataset archives, and a local mirror to serve them.
+
+`python -m tests.replicas serve [--port N]` serves every replica as one flat mirror (the
+layout `MLBENCH_MIRROR` expects) and prints the `sources:` params it needs, for trying
+`dvc repro` on all six datasets without the internet.
+"""
+
+from tests.replicas.builders import BUILDERS, Replica, build, mirror_files
+from tests.replicas.server import MirrorServer
+
+__all__ = ["BUILDERS", "MirrorServer", "Replica", "build", "mirror_files"]

@@ -1,0 +1,96 @@
+"""Every service's file format, as the seed README and the vendors' docs define them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import zipfile
+from pathlib import Path
+
+from mlbench import paths
+from mlbench.data.ablate import load_split
+from mlbench.data.export import export_folders, load_test_images
+from mlbench.data.labels import vertex_label_map
+
+
+def _csv(path: Path) -> list[list[str]]:
+    with path.open() as fh:
+        return list(csv.reader(fh))
+
+
+def test_nine_csv_files_and_two_manifests_per_size(in_digits):
+    names = {p.name for p in paths.ablations_dir("digits").iterdir()}
+    for n in (5, 20, 80):
+        expected = {f"digits_{s}_{n}.csv" for s in ("train", "val")}
+        expected |= {f"digits_{s}_{f}_{n}.csv" for s in ("train", "val")
+                     for f in ("vertex", "hg", "aws")}
+        expected |= {f"digits_train_nyckel_{n}.csv"}
+        assert len(expected) == 9 and expected <= names
+        assert {f"digits_train_aws_{n}.manifest", f"digits_val_aws_{n}.manifest"} <= names
+    assert not any("_320" in n for n in names)
+
+
+def test_generic_hf_nyckel_and_aws_files_match_the_split(in_digits):
+    split = load_split("digits", 20)
+    train = [[r.filename, r.class_name] for r in split.train]
+    val = [[r.filename, r.class_name] for r in split.val]
+    assert _csv(paths.ablation_csv("digits", "train", 20)) == [["filename", "class"], *train]
+    assert _csv(paths.ablation_csv("digits", "val", 20)) == [["filename", "class"], *val]
+    assert _csv(paths.ablation_csv("digits", "train", 20, "hg")) == [["file", "label"], *train]
+    assert _csv(paths.ablation_csv("digits", "train", 20, "aws"))[1:] == train
+    # Nyckel cross-validates itself: one file with train + val
+    assert _csv(paths.ablation_csv("digits", "train", 20, "nyckel"))[1:] == train + val
+
+
+def test_vertex_import_rows(in_digits):
+    rows = _csv(paths.ablation_csv("digits", "train", 5, "vertex"))
+    val_rows = _csv(paths.ablation_csv("digits", "val", 5, "vertex"))
+    labels = set(vertex_label_map(paths.classes_file("digits").read_text().split()).values())
+    assert rows and all(r[0] == "training" for r in rows)
+    assert val_rows and all(r[0] == "validation" for r in val_rows)
+    for use, uri, label in rows + val_rows:
+        assert re.fullmatch(r"gs://gbucket/(training|val)_uploads/[\w.-]+", uri)
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", label) and label in labels
+
+
+def test_ground_truth_manifest_lines(in_digits):
+    lines = paths.aws_manifest("digits", "train", 5).read_text().splitlines()
+    classes = paths.classes_file("digits").read_text().split()
+    assert len(lines) == 4 * 10  # 5 per class, 1 held out for val
+    for line in lines:
+        obj = json.loads(line)
+        meta = obj["class-metadata"]
+        assert obj["source-ref"] == f"s3://abucket/train/{meta['class-name']}/" + \
+            obj["source-ref"].rsplit("/", 1)[1]
+        assert classes[obj["class"]] == meta["class-name"]
+        assert meta["type"] == "groundtruth/image-classification"
+        assert meta["human-annotated"] == "yes" and meta["job-name"] == "labeling-job/class"
+
+
+def test_test_sets_cover_the_test_split_for_every_service(in_digits):
+    tests = load_test_images("digits")
+    assert len(tests) == 450
+    for fmt in ("local", "nyckel", "hg", "aws"):
+        assert len(_csv(paths.test_csv("digits", fmt))) == 451
+    vertex = _csv(paths.test_csv("digits", "vertex"))
+    assert all(r[0] == "test" and r[1].startswith("gs://gbucket/test_uploads/") for r in vertex)
+
+
+def test_test_per_class_limits_and_is_seeded(digits_copy):
+    from mlbench.data.export import test_pairs
+
+    a = test_pairs("digits", 7, seed=1)
+    assert len(a) == 70 and a == test_pairs("digits", 7, seed=1)
+    assert a != test_pairs("digits", 7, seed=2)
+
+
+def test_upload_folders_and_autotrain_zips(digits_copy):
+    export_folders("digits")
+    split = load_split("digits", 5)
+    folder = paths.upload_folder("digits", "train", 5)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(r.filename for r in split.train)
+    with zipfile.ZipFile(paths.autotrain_zip("digits", "train", 5)) as zf:
+        names = zf.namelist()
+    assert sorted(names) == sorted(f"{r.class_name}/{r.filename}" for r in split.train)
+    assert all(n.count("/") == 1 for n in names)  # one folder per class, nothing else

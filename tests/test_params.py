@@ -1,0 +1,77 @@
+"""params.yaml validation: every bad value is one clear line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlbench.errors import UserError
+from mlbench.params import load_params, parse_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_repo_params_are_valid_and_default_to_the_offline_run():
+    p = load_params(REPO / "params.yaml")
+    assert p.datasets == ("digits",)
+    assert p.services == ("local",)
+    assert p.ablations == (5, 20, 80, 320, 1280)
+    assert p.ablation is None
+    assert p.selected_sizes == (5, 20, 80, 320, 1280)
+    assert p.local.features == "efficientnet-lite0"
+
+
+def test_explicit_ablation_is_added_to_the_sizes_and_selected_alone():
+    p = parse_params({"ablation": 50})
+    assert p.sizes == (5, 20, 50, 80, 320, 1280)
+    assert p.selected_sizes == (50,)
+    assert parse_params({"ablation": "20"}).selected_sizes == (20,)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"datasets": ["nope"]}, "datasets"),
+        ({"datasets": []}, "datasets"),
+        ({"ablations": [5, -1]}, "ablations"),
+        ({"ablations": [5, 5]}, "ablations"),
+        ({"ablation": "some"}, "ablation"),
+        ({"ablation": 1}, "ablation"),
+        ({"seed": -3}, "seed"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"test_per_class": 0}, "test_per_class"),
+        ({"services": ["azure"]}, "services"),
+        ({"local": {"features": "resnet"}}, "local.features"),
+        ({"local": {"image_size": 8}}, "local.image_size"),
+        ({"load": {"mode": "burst"}}, "load.mode"),
+        ({"load": {"concurrency": 0}}, "load.concurrency"),
+        ({"buckets": ["x"]}, "buckets"),
+        ({"max_side": True}, "max_side"),
+    ],
+)
+def test_bad_value_names_the_key(data, key):
+    with pytest.raises(UserError) as exc:
+        parse_params(data)
+    message = str(exc.value)
+    assert f"params.yaml: {key}:" in message
+    assert "\n" not in message
+
+
+def test_cli_reports_a_bad_param_in_one_line_without_traceback(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": "x"}))
+    proc = subprocess.run(["mlbench", "ablate", "digits"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "params.yaml: seed: must be a non-negative integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_broken_yaml_is_a_user_error(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("datasets: [digits\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(f)

@@ -1,0 +1,562 @@
+"""The Vertex AI adapter against the GCS emulator and the local Vertex fake.
+
+The storage emulator (gcp-storage-emulator) runs in-process on 127.0.0.1; the Vertex fake is
+reached through `vertex.api_endpoint`, and google-auth gets its token from the fake through a
+real service-account key file whose `token_uri` points there. No test needs a credential or
+touches a remote host (the metadata server is pointed at a closed local port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mlbench import paths
+from mlbench.data.labels import invert, vertex_label_map
+from mlbench.errors import UserError
+from mlbench.io import atomic_write_json
+from mlbench.params import parse_params
+from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
+from mlbench.services.http import RetryPolicy, ServiceCallError
+from mlbench.services.vertex import (
+    STATE_FILE,
+    VertexService,
+    best_prediction,
+    check_minimum,
+    import_csv,
+)
+from mlbench.services.vertex_settings import VertexSettings
+from tests.fakes.vertex import Fault, VertexFake, VertexState, write_service_account_key
+
+PROJECT = "mlbench-test"
+BUCKET = "mlbench-test-images"
+DS = "digits"
+#: Class names that Vertex would reject as labels: spaces, hyphens, a leading digit, capitals,
+#: and two names that fold to the same label.
+COLOURS = {
+    "Sports car": (220, 30, 30),
+    "sports-car": (30, 200, 40),
+    "2012 Cab": (30, 40, 220),
+    "Egyptian Mau": (230, 220, 30),
+    "Egyptian_Mau": (200, 40, 210),
+}
+FAST = RetryPolicy(max_attempts=6, base_delay=0.005, max_delay=0.02, timeout=5.0)
+LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def emulator():
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    host, port = server._api._httpd.server_address[:2]
+    yield server, f"http://{host}:{port}"
+    server.stop()
+
+
+def _gcs_client(url: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                          client_options={"api_endpoint": url})
+
+
+@pytest.fixture
+def gcs(emulator, monkeypatch: pytest.MonkeyPatch):
+    server, url = emulator
+    server.wipe()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+    return _gcs_client(url)
+
+
+@pytest.fixture
+def fake(gcs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def read(uri: str) -> bytes | None:
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        blob = gcs.bucket(bucket).get_blob(name)
+        return None if blob is None else blob.download_as_bytes()
+
+    with VertexFake(VertexState(project=PROJECT, gcs_reader=read)) as fk:
+        key = write_service_account_key(tmp_path / "sa-key.json", fk.token_uri)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        yield fk
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in a project folder of our own; no gcloud config, no metadata server, no project."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_DETECT_RETRIES", "1")
+    monkeypatch.setenv("GCE_METADATA_TIMEOUT", "0.2")
+    for var in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GCLOUD_PROJECT",
+                "CLOUDSDK_CORE_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
+    """A small PNG of one colour with a unique pixel (no two images are identical)."""
+    img = Image.new("RGB", (16, 16), rgb)
+    img.putpixel((seed % 16, (seed // 16) % 16), ((seed * 37) % 256, (seed * 91) % 256, 7))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_data(n: int = 5, tests_per_class: int = 5) -> tuple[AblationSplit, list[ImageRef]]:
+    """data/<ds>/{train,test}/<class>/..., classes.txt and the test CSV, as the stages write."""
+    train, val, tests = [], [], []
+    seed = 0
+    for k, (cls, rgb) in enumerate(COLOURS.items()):
+        slug = f"c{k}"
+        for split, count in (("train", n), ("test", tests_per_class)):
+            folder = paths.split_dir(DS, split) / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                seed += 1
+                name = f"{slug}_{split}_{i}.png"
+                (folder / name).write_bytes(image_bytes(rgb, seed))
+                ref = ImageRef(folder / name, name, cls)
+                if split == "test":
+                    tests.append(ref)
+                else:
+                    (val if i == 0 else train).append(ref)
+    paths.classes_file(DS).write_text("".join(f"{c}\n" for c in sorted(COLOURS)))
+    paths.tests_dir(DS).mkdir(parents=True, exist_ok=True)
+    paths.test_csv(DS, "local").write_text(
+        "filename,class\n" + "".join(f"{t.filename},{t.class_name}\n" for t in tests))
+    split = AblationSplit(DS, n, tuple(sorted(COLOURS)), tuple(train), tuple(val))
+    return split, tests
+
+
+def raw_params(fake: VertexFake | None, **vertex: object) -> dict:
+    # The emulator serves one connection at a time with a listen backlog of 5: more uploads in
+    # flight than that overflow it and stall on SYN retransmits (1 s each).
+    settings = {"poll_seconds": 0.01, "upload_concurrency": 4, **vertex}
+    if fake is not None:
+        settings.setdefault("project", PROJECT)
+        settings.setdefault("api_endpoint", fake.url)
+    return {"datasets": [DS], "services": ["local", "vertex"], "buckets": {"google": BUCKET},
+            "vertex": settings}
+
+
+def service(fake: VertexFake | None, n: int = 5, **vertex: object) -> VertexService:
+    params = parse_params(raw_params(fake, **vertex))
+    svc = VertexService(ServiceContext(params, DS, n, paths.model_dir("vertex", DS, n)))
+    svc.retry = FAST
+    return svc
+
+
+def objects(gcs) -> dict[str, int]:
+    """Every object in the bucket -> its generation (changes when it is written again)."""
+    return {b.name: b.generation for b in gcs.list_blobs(BUCKET)}
+
+
+def train(fake: VertexFake, n: int = 5, **vertex: object) -> ModelRef:
+    """upload + train as the `train` stage does (the data is rewritten byte-identical), and
+    model.json written where the harness writes it."""
+    split, _ = make_data(n)
+    with service(fake, n, **vertex) as svc:
+        svc.upload(split)
+        model = svc.train(split)
+    atomic_write_json(paths.model_json("vertex", DS, n), model.to_json())
+    return model
+
+
+# -- labels --------------------------------------------------------------------------------------
+def test_label_mapping_is_legal_injective_and_round_trips() -> None:
+    names = [*COLOURS, "AM General Hummer SUV 2000", "american_bulldog", "9 lives", "Ünïcode"]
+    mapping = vertex_label_map(names)
+    assert all(LABEL.fullmatch(label) for label in mapping.values()), mapping
+    assert len(set(mapping.values())) == len(names)
+    assert invert(mapping)[mapping["Egyptian Mau"]] == "Egyptian Mau"
+    assert {invert(mapping)[v] for v in mapping.values()} == set(names)
+    assert mapping == vertex_label_map(list(reversed(names)))  # order-independent
+    assert mapping["2012 Cab"].startswith("c_")
+
+
+def test_import_csv_rows_use_legal_labels_and_the_seed_folders(tmp_path: Path) -> None:
+    split, tests = make_data()
+    rows = [line.split(",") for line in import_csv(split, tests, BUCKET,
+                                                    vertex_label_map(split.classes)).splitlines()]
+    assert len(rows) == len(split.train) + len(split.val) + len(tests)
+    uses = {r[0] for r in rows}
+    assert uses == {"training", "validation", "test"}
+    for use, uri, label in rows:
+        folder = {"training": "training_uploads", "validation": "val_uploads",
+                  "test": "test_uploads"}[use]
+        assert uri.startswith(f"gs://{BUCKET}/{folder}/")
+        assert LABEL.fullmatch(label)
+
+
+# -- upload ----------------------------------------------------------------------------------------
+def test_upload_sends_exactly_the_ablation_and_test_images_and_a_rerun_sends_nothing(
+        fake: VertexFake, gcs) -> None:
+    split, tests = make_data()
+    with service(fake) as svc:
+        svc.upload(split)
+    first = objects(gcs)
+    expected = ({f"training_uploads/{r.filename}" for r in split.train}
+                | {f"val_uploads/{r.filename}" for r in split.val}
+                | {f"test_uploads/{r.filename}" for r in tests}
+                | {f"imports/{DS}_vertex_5.csv"})
+    assert set(first) == expected
+    csv_text = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_5.csv").download_as_text()
+    assert csv_text == import_csv(split, tests, BUCKET, vertex_label_map(split.classes))
+
+    with service(fake) as svc:  # a rerun: nothing is written again
+        svc.upload(split)
+    assert objects(gcs) == first
+
+    changed = split.train[0]  # one image changes: only it goes up again
+    changed.path.write_bytes(image_bytes((1, 2, 3), 999))
+    with service(fake) as svc:
+        svc.upload(split)
+    after = objects(gcs)
+    assert {k for k in after if after[k] != first[k]} == {f"training_uploads/{changed.filename}"}
+    assert fake.state.created["datasets"] == 0  # upload creates nothing in Vertex
+
+
+# -- train -----------------------------------------------------------------------------------------
+def test_train_creates_one_of_each_and_records_training_seconds_from_the_job(
+        fake: VertexFake) -> None:
+    model = train(fake)
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
+    assert model.train_seconds == pytest.approx(7203.5)  # the fake's simulated job duration
+    assert model.started_at and model.finished_at and model.started_at < model.finished_at
+    endpoint = next(iter(fake.state.endpoints.values()))
+    assert model.ids["endpoint"] == endpoint.name and len(endpoint.deployed) == 1
+    assert model.ids["project"] == PROJECT
+    body = json.loads(fake.calls("POST", "/trainingPipelines")[0].body)
+    assert body["trainingTaskInputs"]["budgetMilliNodeHours"] == 8000
+    assert body["trainingTaskInputs"]["modelType"] == "CLOUD"
+    assert body["inputDataConfig"]["filterSplit"]["testFilter"].endswith("ml_use=test")
+    state = json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
+    assert state["endpoint"] == endpoint.name and state["deployed_model_id"]
+
+    again = train(fake)  # a second train of the same inputs creates nothing
+    assert again.ids == model.ids
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
+
+
+def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) -> None:
+    split, _ = make_data()
+    fake.state.train_polls = 10_000  # training never ends...
+    with service(fake, train_timeout=0.05) as svc, pytest.raises(UserError, match="still"):
+        svc.upload(split)
+        svc.train(split)  # ...so the run "crashes" on its timeout, mid-training
+    assert fake.state.created["pipelines"] == 1
+
+    fake.state.train_polls = 3
+    for p in fake.state.pipelines.values():
+        p.polls = 0
+    with service(fake) as svc:  # resumes from the state file
+        model = svc.train(split)
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
+
+    # Even with the state file lost, the run's labels find every resource again.
+    (paths.model_dir("vertex", DS, 5) / STATE_FILE).unlink()
+    with service(fake) as svc:
+        svc.upload(split)
+        again = svc.train(split)
+    assert again.ids["endpoint"] == model.ids["endpoint"]
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
+
+
+def test_management_calls_retry_on_429_and_5xx(fake: VertexFake) -> None:
+    fake.server.inject(Fault(429, count=2, headers={"Retry-After": "0"},
+                             path_pattern="/trainingPipelines$"))
+    fake.server.inject(Fault(503, count=2, path_pattern="/operations/"))
+    model = train(fake)
+    assert model.train_seconds == pytest.approx(7203.5)
+    assert fake.state.created["pipelines"] == 1
+
+
+def test_failed_training_is_a_clear_error_and_a_rerun_starts_anew(fake: VertexFake) -> None:
+    split, _ = make_data()
+    orig = fake.state._finish_training
+
+    def fail(p) -> None:
+        p.state, p.end_time = "PIPELINE_STATE_FAILED", p.start_time
+        p.error = {"code": 8, "message": "Quota exceeded for aiplatform training"}
+
+    fake.state._finish_training = fail  # type: ignore[method-assign]
+    with service(fake) as svc, pytest.raises(UserError, match="Quota exceeded"):
+        svc.upload(split)
+        svc.train(split)
+    fake.state._finish_training = orig  # type: ignore[method-assign]
+    with service(fake) as svc:
+        svc.train(split)
+    assert fake.state.created["pipelines"] == 2 and fake.state.created["datasets"] == 1
+
+
+def test_existing_endpoint_from_params_is_used_as_is(fake: VertexFake) -> None:
+    model = train(fake)
+    before = dict(fake.state.created)
+    endpoint_id = model.ids["endpoint_id"]
+    split, _ = make_data()
+    with service(fake, endpoints={DS: {20: endpoint_id}}, n=20) as svc:
+        svc.upload(split)
+        adopted = svc.train(split)
+    assert fake.state.created == before
+    assert adopted.ids["endpoint"] == model.ids["endpoint"]
+    assert adopted.train_seconds == pytest.approx(7203.5)  # from the endpoint's pipeline
+    assert adopted.details["source"] == f"vertex.endpoints.{DS}.20"
+
+
+# -- refusals: nothing is created ------------------------------------------------------------------
+def test_ablation_under_the_vertex_minimum_is_refused(fake: VertexFake, gcs) -> None:
+    split, _ = make_data(n=3, tests_per_class=5)
+    with service(fake, n=3) as svc, pytest.raises(UserError) as info:
+        svc.upload(split)
+    msg = str(info.value)
+    assert "at least 10" in msg and "ablation" in msg and "\n" not in msg
+    assert not any(gcs.list_buckets()) and fake.server.log == []
+    with pytest.raises(UserError, match="at least 10"):
+        check_minimum(split, [])
+
+
+def test_missing_project_is_one_line_naming_what_to_set_and_creates_nothing(
+        fake: VertexFake, gcs) -> None:
+    split, _ = make_data()
+    with service(fake, project=None) as svc:
+        with pytest.raises(UserError) as info:
+            svc.upload(split)
+        with pytest.raises(UserError):
+            svc.train(split)
+    msg = str(info.value)
+    assert "vertex.project" in msg and "GOOGLE_CLOUD_PROJECT" in msg and "\n" not in msg
+    assert not any(gcs.list_buckets()) and fake.server.log == []
+
+
+def test_project_from_the_environment(fake: VertexFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    settings = VertexSettings.parse({"api_endpoint": fake.url})
+    assert settings.resolve_project() == PROJECT
+
+
+def test_missing_credentials_is_one_line_naming_what_to_set_and_creates_nothing(
+        fake: VertexFake, gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    split, _ = make_data()
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    with service(fake) as svc, pytest.raises(UserError) as info:
+        svc.upload(split)
+    msg = str(info.value)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in msg and "\n" not in msg
+    assert not any(gcs.list_buckets()) and fake.server.log == []
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")
+    with service(fake) as svc, pytest.raises(UserError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        svc.train(split)
+    assert not any(gcs.list_buckets()) and fake.server.log == []
+
+
+def test_bad_settings_name_their_key() -> None:
+    with pytest.raises(UserError, match=r"vertex\.budget_milli_node_hours"):
+        VertexSettings.parse({"budget_milli_node_hours": 500})
+    with pytest.raises(UserError, match=r"vertex\.confidence_threshold"):
+        VertexSettings.parse({"confidence_threshold": 1.5})
+    with pytest.raises(UserError, match=r"vertex\.budgets"):
+        VertexSettings.parse({"budgets": 1})
+    assert VertexSettings.parse({"model_type": "MOBILE_TF_LOW_LATENCY_1",
+                                 "budget_milli_node_hours": 1000}).budget_milli_node_hours == 1000
+    assert VertexSettings.parse({}).base_url == "https://us-central1-aiplatform.googleapis.com"
+    assert VertexSettings.parse({"api_endpoint": "eu.example"}).base_url == "https://eu.example"
+
+
+# -- predict ---------------------------------------------------------------------------------------
+def test_predictions_map_back_to_class_names(fake: VertexFake) -> None:
+    model = train(fake)
+    tests = [ImageRef(p, p.name, p.parent.name)
+             for p in sorted(paths.split_dir(DS, "test").rglob("*.png"))]
+    with service(fake) as svc:
+        svc.connect(model)
+        preds = [svc.predict(t.path.read_bytes()) for t in tests]
+    assert [p.label for p in preds] == [t.class_name for t in tests]
+    assert all(0 < p.confidence <= 1 and p.attempts == 1 for p in preds)
+    assert set(preds[0].scores or {}) <= set(COLOURS)
+    body = json.loads(fake.calls("POST", ":predict")[0].body)
+    assert body["parameters"] == {"confidenceThreshold": 0.1, "maxPredictions": 5}
+
+
+def test_prediction_parsing_edge_cases() -> None:
+    back = {"Sports_car": "Sports car", "c_2012_Cab": "2012 Cab"}
+
+    def answer(names: list[str], confs: list[float]) -> bytes:
+        return json.dumps({"predictions": [{"ids": ["1"] * len(names), "displayNames": names,
+                                            "confidences": confs}],
+                           "deployedModelId": "9"}).encode()
+
+    pred = best_prediction(answer(["c_2012_Cab", "Sports_car"], [0.3, 0.6]), back)
+    assert (pred.label, pred.confidence) == ("Sports car", 0.6)
+    assert pred.scores == {"2012 Cab": 0.3, "Sports car": 0.6}
+    assert best_prediction(answer([], []), back).label is None
+    assert best_prediction(json.dumps({"predictions": []}).encode(), back).label is None
+    assert best_prediction(answer(["unmapped"], [0.9]), back).label == "unmapped"
+    with pytest.raises(ServiceCallError):
+        best_prediction(b"<html>oops</html>", back)
+    with pytest.raises(ServiceCallError):
+        best_prediction(answer(["a", "b"], [0.5]), back)
+
+
+def test_threshold_above_every_confidence_gives_no_label(fake: VertexFake) -> None:
+    model = train(fake)
+    with service(fake, confidence_threshold=1.0) as svc:
+        svc.connect(model)
+        pred = svc.predict(image_bytes((0, 0, 0), 5))
+    assert pred.label is None and pred.confidence == 0.0
+
+
+def test_predict_retries_429_and_5xx_and_renews_an_expired_token(fake: VertexFake) -> None:
+    model = train(fake)
+    image = next(paths.split_dir(DS, "test").rglob("*.png")).read_bytes()
+    with service(fake) as svc:
+        svc.connect(model)
+        fake.server.inject(Fault(429, count=1, headers={"Retry-After": "0"},
+                                 path_pattern=":predict"))
+        fake.server.inject(Fault(503, count=1, path_pattern=":predict"))
+        assert svc.predict(image).attempts == 3
+
+        tokens = fake.state.token_requests
+        fake.state.expire_tokens()
+        assert svc.predict(image).label is not None
+        assert fake.state.token_requests == tokens + 1
+
+        fake.server.inject(Fault(500, count=99, path_pattern=":predict"))
+        with pytest.raises(ServiceCallError) as info:
+            svc.predict(image)
+        assert info.value.attempts == FAST.max_attempts
+        fake.server.clear_faults()
+
+        fake.server.inject(Fault(400, count=1, path_pattern=":predict"))
+        with pytest.raises(ServiceCallError, match="400"):
+            svc.predict(image)  # not retried
+
+
+def test_async_predict_path_used_by_the_load_test(fake: VertexFake) -> None:
+    import aiohttp
+
+    model = train(fake)
+    images = [p.read_bytes() for p in sorted(paths.split_dir(DS, "test").rglob("*.png"))[:6]]
+
+    async def run(svc: VertexService) -> list:
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(*(svc.apredict(session, im) for im in images))
+
+    with service(fake) as svc:
+        svc.connect(model)
+        fake.server.inject(Fault(429, count=2, headers={"Retry-After": "0"},
+                                 path_pattern=":predict"))
+        preds = asyncio.run(run(svc))
+    assert all(p.label in COLOURS for p in preds)
+    assert sum(p.attempts for p in preds) == len(images) + 2
+
+
+def test_oversized_image_is_an_error_row_not_a_call(fake: VertexFake) -> None:
+    model = train(fake)
+    calls = len(fake.calls("POST", ":predict"))
+    with service(fake) as svc:
+        svc.connect(model)
+        with pytest.raises(ServiceCallError, match="1.5 MB"):
+            svc.predict(b"\xff" * 1_600_000)
+    assert len(fake.calls("POST", ":predict")) == calls
+
+
+# -- lifecycle commands ----------------------------------------------------------------------------
+def test_undeploy_then_deploy_through_the_cli(fake: VertexFake) -> None:
+    from typer.testing import CliRunner
+
+    from mlbench.services.vertex import cli
+
+    model = train(fake)
+    paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))  # JSON is YAML
+    runner = CliRunner()
+    result = runner.invoke(cli, ["undeploy", DS, "5"])
+    assert result.exit_code == 0, result.output
+    endpoint = fake.state.endpoints[model.ids["endpoint"]]
+    assert endpoint.deployed == {}
+    with service(fake) as svc, pytest.raises(UserError, match="vertex deploy"):
+        svc.connect(model)
+
+    result = runner.invoke(cli, ["deploy", DS, "5"])
+    assert result.exit_code == 0, result.output
+    assert len(endpoint.deployed) == 1 and fake.state.created["endpoints"] == 1
+    with service(fake) as svc:
+        svc.connect(model)
+
+    result = runner.invoke(cli, ["undeploy", DS, "all", "--delete-endpoint"])
+    assert result.exit_code == 0, result.output
+    assert model.ids["endpoint"] not in fake.state.endpoints
+
+    result = runner.invoke(cli, ["deploy", DS, "5"])  # a fresh endpoint, recorded in model.json
+    assert result.exit_code == 0, result.output
+    assert fake.state.created["endpoints"] == 2
+    ref = ModelRef.from_json(json.loads(paths.model_json("vertex", DS, 5).read_text()))
+    assert ref.ids["endpoint"] in fake.state.endpoints
+
+
+def test_cli_reports_a_user_error_in_one_line(fake: VertexFake) -> None:
+    from typer.testing import CliRunner
+
+    from mlbench.services.vertex import cli
+
+    paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))
+    result = CliRunner().invoke(cli, ["deploy", DS, "5"])
+    assert result.exit_code == 2
+    assert "no trained model recorded" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- the fake follows the official client's wire format --------------------------------------------
+def test_official_gapic_rest_clients_parse_the_fakes_answers(fake: VertexFake) -> None:
+    """google-cloud-aiplatform's own REST transport reads the fake's resources and predictions,
+    so the fake (and hence our client) speaks the documented JSON shapes."""
+    from google.api_core.client_options import ClientOptions
+    from google.cloud import aiplatform_v1
+    from google.oauth2.credentials import Credentials
+    from google.protobuf import json_format, struct_pb2
+
+    model = train(fake)
+    creds = Credentials(token=fake.state.issue_token())
+    options = ClientOptions(api_endpoint=fake.url)
+    endpoints = aiplatform_v1.EndpointServiceClient(transport="rest", credentials=creds,
+                                                    client_options=options)
+    ep = endpoints.get_endpoint(name=model.ids["endpoint"])
+    assert ep.deployed_models[0].model == model.ids["model"]
+    pipelines = aiplatform_v1.PipelineServiceClient(transport="rest", credentials=creds,
+                                                    client_options=options)
+    p = pipelines.get_training_pipeline(name=model.ids["pipeline"])
+    assert p.state == aiplatform_v1.PipelineState.PIPELINE_STATE_SUCCEEDED
+    assert (p.end_time - p.start_time).total_seconds() == pytest.approx(7203.5)
+    datasets = aiplatform_v1.DatasetServiceClient(transport="rest", credentials=creds,
+                                                  client_options=options)
+    assert datasets.get_dataset(name=model.ids["dataset"]).data_item_count == 50
+
+    import base64
+
+    image = next(paths.split_dir(DS, "test").rglob("*.png")).read_bytes()
+    instance = json_format.ParseDict({"content": base64.b64encode(image).decode()},
+                                     struct_pb2.Value())
+    params = json_format.ParseDict({"confidenceThreshold": 0.0, "maxPredictions": 2},
+                                   struct_pb2.Value())
+    predictor = aiplatform_v1.PredictionServiceClient(transport="rest", credentials=creds,
+                                                      client_options=options)
+    answer = predictor.predict(endpoint=model.ids["endpoint"], instances=[instance],
+                               parameters=params)
+    first = json_format.MessageToDict(answer._pb)["predictions"][0]
+    assert len(first["displayNames"]) == 2 and first["confidences"][0] >= first["confidences"][1]
