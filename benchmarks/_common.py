@@ -80,7 +80,22 @@ def machine_info() -> dict[str, Any]:
         "onnxruntime": _version("onnxruntime"),
         "aiohttp": _version("aiohttp"),
         "mlbench_commit": _git_commit(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def check_quiet(results: dict[str, Any]) -> None:
+    """Record the load average at the start; warn when other work competes for the cores.
+
+    Throughput on 2 cores halves when another job runs: numbers taken on a busy machine are
+    kept but flagged, so nobody compares them with a quiet run unknowingly.
+    """
+    load = os.getloadavg()[0]
+    results["loadavg_at_start"] = round(load, 2)
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        say(f"warning: load average {load:.1f} on {cores} cores: other processes compete for "
+            "the CPU, so these numbers understate this machine")
 
 
 # -- result files ------------------------------------------------------------------------------
@@ -148,8 +163,7 @@ def peak_rss_mb() -> dict[str, float]:
     """Peak resident memory (MiB) of this process and of its largest reaped child process.
 
     `ru_maxrss` of RUSAGE_CHILDREN is the peak of the single largest descendant that has been
-    waited for (pool workers, once the pool is closed), not a sum; `total_upper_bound` adds
-    this process's peak to it times the number of cores, the most the tree can have held.
+    waited for (pool workers, once the pool is closed), not a sum of all children.
     """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

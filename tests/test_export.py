@@ -49,7 +49,7 @@ def test_vertex_import_rows(in_digits):
     labels = set(vertex_label_map(paths.classes_file("digits").read_text().split()).values())
     assert rows and all(r[0] == "training" for r in rows)
     assert val_rows and all(r[0] == "validation" for r in val_rows)
-    for use, uri, label in rows + val_rows:
+    for _use, uri, label in rows + val_rows:
         assert re.fullmatch(r"gs://gbucket/(training|val)_uploads/[\w.-]+", uri)
         assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", label) and label in labels
 

@@ -199,6 +199,15 @@ def test_async_predictions_for_the_load_test(fake, tmp_path):
     assert all(p.label == "green" for p in asyncio.run(run()))
 
 
+def test_a_slow_answer_times_out_and_is_retried(fake, tmp_path):
+    svc = configured(fake, tmp_path)
+    svc.connect(svc.train(SPLIT))
+    svc.retry = RetryPolicy(max_attempts=3, base_delay=0.005, max_delay=0.02, timeout=0.3)
+    fake.server.inject(Fault(200, count=1, delay=1.0, path_pattern="endpoints"))
+    pred = svc.predict(image_bytes(COLOURS["red"], 5))
+    assert pred.label == "red" and pred.attempts == 2
+
+
 def test_a_non_image_is_a_call_error(fake, tmp_path):
     svc = configured(fake, tmp_path)
     svc.connect(svc.train(SPLIT))

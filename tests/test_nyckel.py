@@ -197,6 +197,20 @@ def test_killed_upload_resumes_with_only_the_missing_samples(fake, tmp_path, spl
     assert len(fake.state.functions) == 1
 
 
+def test_a_failing_sample_is_reported_and_only_it_is_retried(fake, tmp_path, split):
+    bad = split.train[0]
+    good = bad.path.read_bytes()
+    bad.path.write_bytes(b"truncated")
+    with pytest.raises(ServiceCallError, match=f"1 of {len(split.all)} samples failed"):
+        service(tmp_path).upload(split)
+    bad.path.write_bytes(good)
+    before = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
+    svc = service(tmp_path)
+    svc.upload(split)
+    assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before == 1
+    assert len(fake.samples(svc._function_id)) == len(split.all)
+
+
 def test_lost_state_recovers_through_function_name_and_409(fake, tmp_path, split):
     service(tmp_path).upload(split)
     (fn,) = fake.state.functions.values()
@@ -211,6 +225,8 @@ def test_lost_state_recovers_through_function_name_and_409(fake, tmp_path, split
         rows = list(csv.DictReader(fh))
     assert {r["outcome"] for r in rows} == {"existing"} and len(rows) == len(split.all)
     assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before == len(split.all)
+    model = svc.train(split)  # the upload ended in the lost run: no made-up ~0 s training time
+    assert model.train_seconds is None and model.details["train_seconds_note"]
 
 
 def test_a_changed_ablation_gets_a_new_function_never_a_mixed_one(fake, tmp_path, split):
@@ -305,6 +321,13 @@ def test_a_rerun_of_train_keeps_the_measured_time(fake, tmp_path, split):
     assert again.train(split).train_seconds == first.train_seconds
 
 
+def test_train_survives_a_token_expired_server_side(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    fake.state.expire_tokens()  # the official client's first status read gets a 401
+    assert svc.train(split).ids["function_id"] == svc._function_id
+
+
 def test_train_timeout_is_a_clear_error(fake, tmp_path, split):
     fake.state.train_delay = float("inf")
     svc = service(tmp_path, train_timeout=0.3)
@@ -367,6 +390,14 @@ def test_async_predictions_for_the_load_test(fake, tmp_path, split):
     assert all(i.capture is False for i in fake.state.invocations)
 
 
+def test_a_slow_answer_times_out_and_is_retried(fake, tmp_path, split):
+    svc, _ = trained(tmp_path, split)
+    svc.retry = RetryPolicy(max_attempts=3, base_delay=0.005, max_delay=0.02, timeout=0.3)
+    fake.server.inject(Fault(200, count=1, delay=1.0, path_pattern="invoke"))
+    pred = svc.predict(image_bytes(COLOURS["red"], 77))
+    assert pred.label == "red" and pred.attempts == 2
+
+
 def test_a_non_image_is_a_call_error_not_a_crash(fake, tmp_path, split):
     svc, _ = trained(tmp_path, split)
     with pytest.raises(ServiceCallError):
@@ -402,6 +433,27 @@ def test_create_command_prints_and_records_the_id(fake, tmp_path, monkeypatch):
 
     state = json.loads((paths.model_dir("nyckel", "digits", 5) / STATE_FILE).read_text())
     assert state["function_id"] == function_id  # `mlbench train nyckel digits` will use it
+
+
+def test_seed_script_create_runs_as_a_script(fake, tmp_path):
+    """`python scripts/nyckel.py` must not shadow the official `nyckel` package it imports."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nyckel.py"
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    run = subprocess.run([sys.executable, str(script), "create", "seed-fn"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr
+    assert fake.function(run.stdout.strip().splitlines()[-1]).name == "seed-fn"
+    # As a script its folder is first on sys.path: the official package must still win.
+    probe = (f"import runpy, sys; sys.path.insert(0, {str(script.parent)!r}); "
+             f"runpy.run_path({str(script)!r}, run_name='probe'); "
+             "import nyckel; print(nyckel.ImageClassificationFunction.__module__)")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip().startswith("nyckel."), run.stderr
 
 
 def test_create_command_without_credentials_is_one_line(fake, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import re
 import shutil
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,7 +27,7 @@ from mlbench.data.sources import get_source
 from mlbench.data.sources.base import RawImage
 from mlbench.console import err
 from mlbench.errors import UserError
-from mlbench.io import CsvAppender, atomic_write_text
+from mlbench.io import atomic_write_csv, atomic_write_text
 
 MANIFEST_HEADER = ["path", "filename", "class", "split", "sha256", "width", "height"]
 REJECTED_HEADER = ["source", "class", "split", "reason"]
@@ -66,12 +66,13 @@ def _work(task: tuple[str, str, int]) -> Outcome:
     return process_image(*task)
 
 
-def _outcomes(tasks: list[tuple[str, str, int]], workers: int) -> Iterator[Outcome]:
-    """Results in task order, streamed (memory stays flat however large the dataset)."""
-    if workers <= 1 or len(tasks) < 64:
+def _outcomes(tasks: Iterable[tuple[str, str, int]], count: int,
+              workers: int) -> Iterator[Outcome]:
+    """Results in task order, streamed (no image data is held beyond its worker)."""
+    if workers <= 1 or count < 64:
         yield from map(_work, tasks)
         return
-    chunk = max(16, min(256, len(tasks) // (workers * 4)))
+    chunk = max(16, min(256, count // (workers * 4)))
     with get_context("fork").Pool(workers) as pool:
         yield from pool.imap(_work, tasks, chunksize=chunk)
 
@@ -91,40 +92,43 @@ def prepare_dataset(ds: str, max_side: int, workers: int | None = None) -> Prepa
         f.unlink(missing_ok=True)
 
     planned = plan_outputs(ds, items)
-    tasks = [(str(item.path), str(out), max_side) for item, out in planned]
+    del items
+    tasks = ((str(item.path), str(out), max_side) for item, out in planned)
     workers = workers or os.cpu_count() or 1
-    results: list[tuple[RawImage, Outcome]] = []
-    rejected = CsvAppender(paths.rejected_file(ds), REJECTED_HEADER)
-    with rejected, tqdm(total=len(tasks), desc=f"prepare {ds}", unit="img") as bar:
-        for (item, _), outcome in zip(planned, _outcomes(tasks, workers), strict=True):
+    # small tuples only: memory grows by a few hundred bytes an image, never by pixels
+    kept: list[tuple[str, str, str, str, str, int, int]] = []  # split class src out sha w h
+    rejected: list[tuple[str, str, str, str]] = []
+    with tqdm(total=len(planned), desc=f"prepare {ds}", unit="img") as bar:
+        for (item, _), o in zip(planned, _outcomes(tasks, len(planned), workers), strict=True):
             bar.update()
-            if outcome.ok:
-                results.append((item, outcome))
+            if o.ok:
+                kept.append((item.split, item.class_name, str(item.path), o.out_path, o.sha256,
+                             o.width, o.height))
             else:
-                rejected.write([str(item.path), item.class_name, item.split, outcome.reason])
+                rejected.append((str(item.path), item.class_name, item.split, o.reason))
 
-    train_hashes = {o.sha256: o.out_path for i, o in results if i.split == "train"}
+    train_hashes = {sha: out for split, _, _, out, sha, _, _ in kept if split == "train"}
     leaked = 0
     written: Counter[str] = Counter()
-    with CsvAppender(paths.manifest_file(ds), MANIFEST_HEADER) as manifest, CsvAppender(
-        paths.rejected_file(ds), REJECTED_HEADER
-    ) as rejected:
-        for item, o in results:
-            if item.split == "test" and o.sha256 in train_hashes:
-                Path(o.out_path).unlink()
-                rejected.write([str(item.path), item.class_name, "test",
-                                f"duplicate of train image {train_hashes[o.sha256]} (leakage)"])
-                leaked += 1
-                continue
-            written[item.split] += 1
-            manifest.write([o.out_path, Path(o.out_path).name, item.class_name, item.split,
-                            o.sha256, o.width, o.height])
+    manifest = []
+    for split, cls, src, out, sha, width, height in kept:
+        if split == "test" and sha in train_hashes:
+            Path(out).unlink()
+            rejected.append((src, cls, "test",
+                             f"duplicate of train image {train_hashes[sha]} (leakage)"))
+            leaked += 1
+            continue
+        written[split] += 1
+        manifest.append((out, Path(out).name, cls, split, sha, width, height))
+    # written once at the end: prepare starts from scratch anyway, so nothing to resume
+    atomic_write_csv(paths.manifest_file(ds), MANIFEST_HEADER, manifest)
+    atomic_write_csv(paths.rejected_file(ds), REJECTED_HEADER, rejected)
 
-    classes = sorted({i.class_name for i, _ in results if i.split == "train"})
+    classes = sorted({cls for split, cls, *_ in kept if split == "train"})
     if not classes:
         raise UserError(f"{ds}: no readable training image; see {paths.rejected_file(ds)}")
     atomic_write_text(paths.classes_file(ds), "".join(f"{c}\n" for c in classes))
-    n_rejected = sum(1 for _ in paths.rejected_file(ds).open()) - 1
+    n_rejected = len(rejected)
     if n_rejected:
         err.print(f"[yellow]{ds}: {n_rejected} image(s) rejected, see "
                   f"{paths.rejected_file(ds)}[/yellow]")

@@ -26,7 +26,13 @@ import requests
 
 from mlbench.errors import UserError
 from mlbench.services._nyckel_auth import ENV_CLIENT_ID, ENV_CLIENT_SECRET, TokenProvider
-from mlbench.services.http import RETRY_STATUSES, RetryPolicy, ServiceCallError, retry_after_seconds
+from mlbench.services.http import (
+    RETRY_STATUSES,
+    RetryPolicy,
+    ServiceCallError,
+    image_mime,
+    retry_after_seconds,
+)
 
 #: Nyckel's documented limits: 25 requests/s and 25 requests in flight per account.
 NYCKEL_MAX_RPS = 25.0
@@ -57,21 +63,6 @@ class RateLimiter:
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
-
-
-def image_mime(data: bytes) -> str:
-    """The MIME type of an encoded image from its magic bytes (what a data URI must declare)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:2] == b"BM":
-        return "image/bmp"
-    raise ValueError("not a JPEG, PNG, GIF, WebP or BMP image")
 
 
 def data_uri(data: bytes) -> str:
@@ -255,6 +246,10 @@ class NyckelApi:
         if fn is None:
             fn = self._official[function_id] = self._official_function(function_id)
         return bool(fn.has_trained_model())
+
+    def forget_status_client(self, function_id: str) -> None:
+        """Drop the official client's object after an error: the next poll builds a new one."""
+        self._official.pop(function_id, None)
 
     def _official_function(self, function_id: str) -> Any:
         import nyckel

@@ -51,6 +51,8 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
+    #: A server's own `Retry-After` / `estimated_time` is honoured up to this many seconds.
+    max_server_delay: float = 300.0
     timeout: float = 30.0
 
     def backoff(self, attempt: int) -> float:
@@ -100,7 +102,7 @@ class HttpService(Service):
         if after is None and status == 503:
             after = _estimated_time(body)  # Hugging Face: {"error": ..., "estimated_time": s}
         if after is not None:
-            return min(after, self.retry.max_delay)
+            return min(after, self.retry.max_server_delay)
         return self.retry.backoff(attempt)
 
     # -- synchronous path (evaluate) -------------------------------------------------------------
@@ -178,6 +180,17 @@ class HttpService(Service):
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+def image_mime(data: bytes) -> str:
+    """An encoded image's MIME type from its magic bytes (what vendors pick a decoder by)."""
+    for magic, mime in ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+                        (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp")):
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise ValueError("not a JPEG, PNG, GIF, WebP or BMP image")
 
 
 def _with_attempts(pred: Prediction, attempts: int) -> Prediction:

@@ -32,7 +32,7 @@ from typing import Any
 from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, ServiceContext, register
-from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
+from mlbench.services.http import HttpRequest, HttpService, ServiceCallError, image_mime
 
 ENV_TOKEN = "HF_TOKEN"
 LABEL_ID = re.compile(r"LABEL_(\d+)")
@@ -79,17 +79,6 @@ class HuggingFaceSettings:
         if isinstance(per_ds, Mapping):
             return per_ds.get(n, per_ds.get(str(n)))
         return per_ds
-
-
-def image_content_type(data: bytes) -> str:
-    """The image's MIME type from its magic bytes (the endpoint picks its decoder by it)."""
-    for magic, mime in ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
-                        (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp")):
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    raise ValueError("not a JPEG, PNG, GIF, WebP or BMP image")
 
 
 def load_id2label(ref: str, token: str | None, where: str) -> dict[str, str]:
@@ -290,7 +279,7 @@ class HuggingFaceService(HttpService):
         if not self._url:
             raise RuntimeError("HuggingFaceService.connect() must be called before predict()")
         try:
-            ctype = image_content_type(image)
+            ctype = image_mime(image)
         except ValueError as exc:  # recorded as an error row, like any failed call
             raise ServiceCallError(f"huggingface: {exc}") from exc
         return HttpRequest("POST", self._url, body=image, headers={

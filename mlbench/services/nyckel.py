@@ -145,7 +145,7 @@ class NyckelService(HttpService):
         return self.ctx.state_dir / STATE_FILE
 
     def _state(self) -> dict[str, Any]:
-        """What an earlier run recorded, if it ran against the same API and function."""
+        """What an earlier run recorded here, if it ran against the same API base URL."""
         try:
             state = read_json(self._state_path)
         except (OSError, ValueError):
@@ -224,9 +224,12 @@ class NyckelService(HttpService):
         return {r["external_id"]: r["sample_id"] for r in rows}
 
     def _upload_one(self, function_id: str, image: ImageRef) -> tuple[str, str, bool]:
-        sample_id, created = self.api.post_sample(
-            function_id, image.path.read_bytes(), image.class_name, image.filename
-        )
+        try:
+            sample_id, created = self.api.post_sample(
+                function_id, image.path.read_bytes(), image.class_name, image.filename
+            )
+        except ValueError as exc:  # not an image Nyckel takes: report it with the others
+            raise ServiceCallError(f"{image.filename}: {exc}") from exc
         return image.filename, sample_id, created
 
     def upload(self, split: AblationSplit) -> None:
@@ -240,12 +243,10 @@ class NyckelService(HttpService):
         done = self._recorded(function_id)
         todo = [img for img in split.all if img.filename not in done]
         if not todo:
-            if "upload_finished_epoch" not in self._state():
-                # Uploaded by a run whose end was not recorded: training time is unknown.
-                self._save_state(samples=len(done))
+            self._save_state(samples=len(done))
             return
         failures: list[str] = []
-        uploaded = 0
+        created_here = 0
         with CsvAppender(self.ctx.state_dir / SAMPLES_FILE, SAMPLES_HEADER) as log, \
                 tqdm(total=len(split.all), initial=len(split.all) - len(todo), unit="img",
                      desc=f"nyckel upload {split.dataset}/{split.size}") as bar, \
@@ -264,7 +265,7 @@ class NyckelService(HttpService):
                             continue
                         log.write([function_id, external_id, sample_id,
                                    "created" if created else "existing"])
-                        uploaded += 1
+                        created_here += created
                         bar.update(1)
             except BaseException:
                 for fut in pending:
@@ -275,8 +276,13 @@ class NyckelService(HttpService):
                 f"nyckel: {len(failures)} of {len(todo)} samples failed (rerun to retry only "
                 f"those); first: {failures[0]}"
             )
-        self._save_state(samples=len(self._recorded(function_id)),
-                         upload_finished_epoch=time.time(), upload_finished_at=utc_now())
+        if created_here:
+            self._save_state(samples=len(self._recorded(function_id)),
+                             upload_finished_epoch=time.time(), upload_finished_at=utc_now())
+        else:
+            # Everything was already on Nyckel (a lost record, rebuilt from 409s): the upload
+            # ended earlier, and timing training from now would report ~0 s.
+            self._save_state(samples=len(self._recorded(function_id)))
 
     # -- train -----------------------------------------------------------------------------------
     def train(self, split: AblationSplit) -> ModelRef:
@@ -299,7 +305,7 @@ class NyckelService(HttpService):
                     # server-side): renew the token and poll again, but not forever.
                     errors += 1
                     self.api.tokens.invalidate()
-                    self.api._official.pop(function_id, None)
+                    self.api.forget_status_client(function_id)
                     if errors >= 5:
                         raise ServiceCallError(
                             f"nyckel: training status of {function_id} failed 5 times: {exc}"
@@ -313,7 +319,8 @@ class NyckelService(HttpService):
                 if elapsed >= timeout:
                     raise UserError(
                         f"nyckel: function {function_id} not trained after {timeout:g} s; rerun "
-                        "`mlbench train` to keep waiting, or raise nyckel.train_timeout"
+                        "to keep waiting (nothing is uploaded again), or raise "
+                        "nyckel.train_timeout"
                     )
                 time.sleep(min(interval, max(0.0, timeout - elapsed)))
         upload_end = state.get("upload_finished_epoch")

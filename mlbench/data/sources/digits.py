@@ -10,6 +10,7 @@ test set must stay the same when only the ablation sampling seed changes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
 from mlbench.io import atomic_write_text
 
 SPLIT_SEED = 20230501
+#: Bumped when the written images change, so a persisted raw folder is rebuilt.
+RAW_VERSION = 2
 TEST_FRACTION = 0.25
 SIZE = 32
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -34,8 +37,10 @@ class Digits(DatasetSource):
         from sklearn.model_selection import train_test_split
 
         done = raw / ".complete"
-        if done.exists():
+        if done.exists() and done.read_text().startswith(f"v{RAW_VERSION} "):
             return
+        for split in ("train", "test"):
+            shutil.rmtree(raw / split, ignore_errors=True)
         bunch = load_digits()
         images, targets = bunch.images, bunch.target
         index = np.arange(len(targets))
@@ -50,7 +55,7 @@ class Digits(DatasetSource):
                 gray = (images[i] * (255 / 16)).round().astype(np.uint8)  # 0..16 -> 0..255
                 img = Image.fromarray(gray, mode="L").resize((SIZE, SIZE), Image.BILINEAR)
                 img.convert("RGB").save(out, format="PNG")
-        atomic_write_text(done, f"{len(targets)} images\n")
+        atomic_write_text(done, f"v{RAW_VERSION} {len(targets)} images\n")
 
     def images(self, raw: Path) -> Iterator[RawImage]:
         for split in ("train", "test"):

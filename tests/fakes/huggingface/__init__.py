@@ -15,7 +15,6 @@ import re
 from tests.fakes.http_base import FakeServer, Fault, Request, Response
 from tests.fakes.huggingface.models import Endpoint, HfState, Repo
 from tests.fakes.huggingface.responses import install
-from tests.fakes.nyckel import tune_for_latency
 
 __all__ = ["Endpoint", "Fault", "HfState", "HuggingFaceFake", "Repo"]
 
@@ -42,7 +41,6 @@ class HuggingFaceFake:
 
     def start(self) -> HuggingFaceFake:
         self.server.start()
-        tune_for_latency(self.server)
         return self
 
     def stop(self) -> None:

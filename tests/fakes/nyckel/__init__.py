@@ -32,7 +32,6 @@ class NyckelFake:
 
     def start(self) -> NyckelFake:
         self.server.start()
-        tune_for_latency(self.server)
         return self
 
     def stop(self) -> None:
@@ -62,13 +61,3 @@ class NyckelFake:
 
     def samples(self, function_id: str) -> list[Sample]:
         return list(self.function(function_id).samples.values())
-
-
-def tune_for_latency(server: FakeServer) -> None:
-    """Keep the fake out of the latency figures. The base handler writes headers and body
-    separately, so Nagle + delayed ACK add ~40 ms to every keep-alive call; and a listen
-    backlog of 5 drops SYNs when a load test opens 10+ connections at once (1 s retransmit)."""
-    httpd = server._httpd
-    if httpd is not None:
-        httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-        httpd.socket.listen(128)

@@ -6,8 +6,8 @@ polling, not wall time, so a test controls it exactly: an operation is `done` af
 GETs, and its `startTime`/`endTime` are `train_seconds` apart on a simulated clock (a client
 that timed training with its own wall clock would get a visibly different number).
 
-The "model" a pipeline trains is a real nearest-centroid classifier over the mean colour of the
-training and validation images it reads back from Cloud Storage (through `gcs_reader`, e.g. the
+The "model" a pipeline trains is a real nearest-centroid classifier over 8x8 RGB thumbnails of
+the training and validation images it reads back from Cloud Storage (through `gcs_reader`, e.g. the
 storage emulator), so a test can tell a correct label mapping from a wrong one.
 """
 
@@ -46,11 +46,10 @@ def rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def mean_rgb(image: bytes) -> tuple[float, float, float]:
+def thumbnail(image: bytes) -> tuple[float, ...]:
+    """The image as an 8x8 RGB thumbnail vector (enough to tell colours, even small digits)."""
     with Image.open(io.BytesIO(image)) as img:
-        raw = img.convert("RGB").resize((8, 8)).tobytes()
-    n = len(raw) // 3
-    return tuple(sum(raw[i::3]) / n for i in range(3))  # type: ignore[return-value]
+        return tuple(float(b) for b in img.convert("RGB").resize((8, 8)).tobytes())
 
 
 class ApiFailure(Exception):
@@ -112,8 +111,8 @@ class Model:
     labels: dict[str, str]
     pipeline: str
     create_time: float
-    #: label -> (annotation spec id, centroid colour)
-    specs: dict[str, tuple[str, tuple[float, float, float]]] = field(default_factory=dict)
+    #: label -> (annotation spec id, centroid thumbnail)
+    specs: dict[str, tuple[str, tuple[float, ...]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -349,12 +348,12 @@ class VertexState:
         p.end_time = p.start_time + self.train_seconds
         parent = p.name.split("/trainingPipelines/")[0]
         ds = self.dataset(f"{parent}/datasets/{p.body['inputDataConfig']['datasetId']}")
-        per_label: dict[str, list[tuple[float, float, float]]] = {}
+        per_label: dict[str, list[tuple[float, ...]]] = {}
         counts: dict[str, int] = {}
         for item in ds.items.values():
             counts[item.label] = counts.get(item.label, 0) + 1
             if item.ml_use in ("training", "validation"):
-                per_label.setdefault(item.label, []).append(mean_rgb(self._read(item.uri) or b""))
+                per_label.setdefault(item.label, []).append(thumbnail(self._read(item.uri) or b""))
         short = sorted(lb for lb, c in counts.items() if c < MIN_PER_LABEL)
         uses = {item.ml_use for item in ds.items.values()}
         if short or uses != ML_USES:
@@ -368,8 +367,8 @@ class VertexState:
         model = Model(mid, f"{parent}/models/{mid}", upload["displayName"],
                       dict(upload.get("labels") or {}), p.name, p.end_time)
         for label, points in sorted(per_label.items()):
-            centroid = tuple(sum(pt[i] for pt in points) / len(points) for i in range(3))
-            model.specs[label] = (self._new_id(), centroid)  # type: ignore[assignment]
+            centroid = tuple(sum(col) / len(points) for col in zip(*points, strict=True))
+            model.specs[label] = (self._new_id(), centroid)
         self.models[model.name] = model
         p.model_name = model.name
         p.state = "PIPELINE_STATE_SUCCEEDED"
@@ -499,8 +498,12 @@ class VertexState:
             dm = next(iter(ep.deployed.values()))
             model = self.model(dm.model)
             self.predictions += 1
-        rgb = mean_rgb(image)
-        weights = {lb: math.exp(-math.dist(rgb, c) / 10.0) for lb, (_, c) in model.specs.items()}
+        x = thumbnail(image)
+        dists = {lb: math.dist(x, c) for lb, (_, c) in model.specs.items()}
+        # Softmax over negative distances, the temperature scaled to the distances, so the
+        # confidences are graded (never a flat 1.0) whatever the images look like.
+        tau = 0.25 * sum(dists.values()) / max(1, len(dists)) + 1e-9
+        weights = {lb: math.exp(-(d - min(dists.values())) / tau) for lb, d in dists.items()}
         total = sum(weights.values()) or 1.0
         ranked = sorted(((model.specs[lb][0], lb, w / total) for lb, w in weights.items()),
                         key=lambda t: -t[2])

@@ -1,0 +1,143 @@
+"""The shared HTTP path: retries, Retry-After, 503 loading, 401 renewal, sync and async alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+
+import aiohttp
+import pytest
+
+from mlbench.params import parse_params
+from mlbench.services.base import ModelRef, Prediction, ServiceContext
+from mlbench.services.http import (
+    HttpRequest,
+    HttpService,
+    RetryPolicy,
+    ServiceCallError,
+    retry_after_seconds,
+)
+from tests.fakes.http_base import FakeServer, Fault, Response
+
+
+class Echo(HttpService):
+    """A minimal HTTP service: POST bytes, answer `[{"label", "score"}]`."""
+
+    name = "echo"
+    retry = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.2, timeout=2)
+
+    def __init__(self, url: str):
+        super().__init__(ServiceContext(parse_params({}), "d", 5, None))  # type: ignore[arg-type]
+        self.url = url
+        self.token = "old"
+        self.renewals = 0
+
+    def upload(self, split):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def train(self, split) -> ModelRef:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def connect(self, model) -> None:  # pragma: no cover - not used
+        pass
+
+    def build_request(self, image: bytes) -> HttpRequest:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return HttpRequest("POST", self.url + "/classify", headers, image)
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
+        top = json.loads(body)[0]
+        return Prediction(top["label"], top["score"])
+
+    def on_unauthorized(self) -> bool:
+        self.renewals += 1
+        self.token = "new"
+        return True
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+
+    @fake.route("POST", "/classify")
+    def classify(req):
+        if req.header("Authorization") != "Bearer new":
+            return Response.json({"error": "expired"}, 401)
+        return Response.json([{"label": "cat", "score": 0.75}])
+
+    with fake:
+        yield fake
+
+
+def _async_predict(svc: Echo, image: bytes) -> Prediction:
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            return await svc.apredict(session, image)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(params=["sync", "async"])
+def call(request):
+    return (lambda svc, img: svc.predict(img)) if request.param == "sync" else _async_predict
+
+
+def test_401_renews_credentials_once(server, call):
+    svc = Echo(server.url)
+    pred = call(svc, b"img")
+    assert pred.label == "cat" and pred.confidence == 0.75
+    assert svc.renewals == 1 and pred.attempts == 2
+
+
+def test_429_honours_retry_after_and_counts_attempts(server, call):
+    svc = Echo(server.url)
+    svc.token = "new"
+    server.inject(Fault(429, count=2, headers={"Retry-After": "0.3"}))
+    start = time.monotonic()
+    pred = call(svc, b"img")
+    assert pred.attempts == 3
+    assert time.monotonic() - start >= 0.55
+
+
+def test_503_loading_waits_estimated_time(server, call):
+    svc = Echo(server.url)
+    svc.token = "new"
+    server.inject(Fault(503, count=1, body={"error": "Model x is currently loading",
+                                            "estimated_time": 0.25}))
+    start = time.monotonic()
+    assert call(svc, b"img").attempts == 2
+    assert time.monotonic() - start >= 0.25
+
+
+def test_gives_up_after_max_attempts_with_the_last_error(server, call):
+    svc = Echo(server.url)
+    svc.token = "new"
+    server.inject(Fault(500, count=10))
+    with pytest.raises(ServiceCallError, match="gave up after 4 attempts: HTTP 500") as exc:
+        call(svc, b"img")
+    assert exc.value.attempts == 4
+    assert len(server.log) == 4
+
+
+def test_client_errors_are_not_retried(server, call):
+    svc = Echo(server.url)
+    svc.token = "new"
+    server.inject(Fault(400, count=1, body={"message": "bad image"}))
+    with pytest.raises(ServiceCallError, match="HTTP 400") as exc:
+        call(svc, b"img")
+    assert exc.value.attempts == 1 and len(server.log) == 1
+
+
+def test_connection_errors_are_retried_then_reported(call):
+    svc = Echo("http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(ServiceCallError, match="gave up after 4 attempts"):
+        call(svc, b"img")
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds({"Retry-After": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds({}) is None

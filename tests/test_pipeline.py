@@ -1,0 +1,116 @@
+"""End to end, as a new user runs it: `dvc repro` offline on the built-in dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_project
+
+GIT = ["git", "-c", "user.name=mlbench test", "-c", "user.email=test@mlbench.local"]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    """A fresh project after one full `dvc repro` with the default params (fewer load calls)."""
+    root = make_project(tmp_path_factory.mktemp("e2e"), params={"load": {
+        "calls": 100, "concurrency": 10, "mode": "batch", "timeout": 30}})
+    run(["dvc", "repro"], root)
+    return root
+
+
+@pytest.mark.slow
+def test_repro_produces_the_data_the_results_and_the_plots(repro):
+    data = repro / "data" / "digits"
+    assert (data / "classes.txt").read_text().split() == sorted(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    assert (data / "manifest.csv").exists() and (data / "rejected.csv").exists()
+    csvs = [p.name for p in (data / "ablations").glob("*.csv") if p.name != "ablations.csv"]
+    assert len(csvs) == 27  # 9 formats x the 3 sizes digits can give (5, 20, 80)
+    assert len(list((data / "tests").glob("digits_test_*.csv"))) == 5
+    assert (data / "uploads" / "training_uploads_80").is_dir()
+
+    metrics = json.loads((repro / "results" / "metrics.json").read_text())["local"]["digits"]
+    assert metrics["320"] == {"status": "unavailable"}
+    assert metrics["1280"] == {"status": "unavailable"}
+    acc = [metrics[n]["accuracy"] for n in ("5", "20", "80")]
+    assert acc[0] < acc[1] < acc[2]
+    assert acc[2] >= 0.90
+    assert metrics["80"]["throughput_rps"] > 0 and metrics["80"]["latency_p50_ms"] > 0
+    for name in ("learning_curve.png", "latency.png", "confusion_local_digits_80.png"):
+        assert (repro / "results" / "plots" / name).stat().st_size > 5000
+    shown = run(["dvc", "metrics", "show", "--json"], repro).stdout
+    assert "accuracy" in shown
+
+
+@pytest.mark.slow
+def test_second_repro_runs_nothing(repro):
+    start = time.monotonic()
+    out = run(["dvc", "repro"], repro).stdout
+    assert "Running stage" not in out
+    assert time.monotonic() - start < 15  # 5 s on an idle machine; the suite loads it
+
+
+@pytest.mark.slow
+def test_changing_the_seed_reruns_ablate_and_later_only(repro):
+    params = repro / "params.yaml"
+    original = params.read_text()
+    data = yaml.safe_load(original)
+    data["seed"] = 1
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], repro).stdout)
+    finally:
+        params.write_text(original)
+    assert "ablate@digits" in status and "testsets@digits" in status
+    assert "train@local-digits" in status
+    assert "fetch@digits" not in status and "prepare@digits" not in status
+
+
+@pytest.mark.slow
+def test_experiment_with_one_ablation(repro):
+    run(["dvc", "repro"], repro)
+    run([*GIT, "add", "-A"], repro)
+    run([*GIT, "commit", "-qm", "baseline"], repro)
+    run(["dvc", "exp", "run", "-S", "ablation=10", "-n", "ten"], repro)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repro).stdout)
+    text = json.dumps(shown)
+    assert '"ten"' in text and '"10"' in text and "accuracy" in text
+    metrics = json.loads((repro / "results" / "metrics.json").read_text())["local"]["digits"]
+    assert list(metrics) == ["10"] and metrics["10"]["accuracy"] > 0.5
+
+
+def test_a_corrupt_raw_image_is_rejected_and_the_run_succeeds(digits_copy):
+    bad = Path("data/digits/raw/train/zero/digit_9999.png")
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    proc = run(["mlbench", "prepare", "digits"], digits_copy)
+    assert "1 rejected" in proc.stderr
+    rejected = Path("data/digits/rejected.csv").read_text()
+    assert "digit_9999.png" in rejected
+    assert "digit_9999" not in Path("data/digits/manifest.csv").read_text()
+
+
+def test_asking_a_size_no_dataset_can_give_fails_with_the_reason(digits_copy):
+    params = Path("params.yaml")
+    data = yaml.safe_load(params.read_text())
+    data["ablation"] = 500
+    params.write_text(yaml.safe_dump(data))
+    run(["mlbench", "ablate", "digits"], digits_copy)
+    proc = run(["mlbench", "train", "local", "digits"], digits_copy, check=False)
+    assert proc.returncode == 2
+    assert "ablation=500: no dataset can give 500 images per class" in proc.stderr
+    assert "Traceback" not in proc.stderr
