@@ -139,7 +139,8 @@ def _service(name: str, seed: int, state: Path):
 
 
 # -- (b) the served model ------------------------------------------------------------------------
-def bench_serving(name: str, work: Path, calls: int, sequential: int) -> dict[str, Any]:
+def bench_serving(name: str, work: Path, calls: int, sequential: int,
+                  rounds: int) -> dict[str, Any]:
     from mlbench.bench.load import drive, summarise
     from mlbench.bench.stats import percentiles_ms
     from mlbench.params import LoadParams
@@ -163,12 +164,18 @@ def bench_serving(name: str, work: Path, calls: int, sequential: int) -> dict[st
         seq = percentiles_ms(lat)
         out["sequential"] = {"calls": sequential, "latency_p50_ms": seq["p50"],
                              "latency_p95_ms": seq["p95"], "throughput_rps": len(lat) / sum(lat)}
-        for mode in ("sustained", "batch"):
-            cfg = LoadParams(calls=calls, concurrency=10, mode=mode)  # type: ignore[arg-type]
-            records, client = drive(svc, images, cfg)
-            out[mode] = summarise(records, cfg, client)
-            say(f"serve {name} {mode}: {out[mode]['throughput_rps']:.1f} req/s, "
-                f"p50 {out[mode]['latency_p50_ms']:.1f} ms")
+        tries: dict[str, list[dict[str, Any]]] = {"sustained": [], "batch": []}
+        for _ in range(rounds):  # interleaved rounds: a burst of other load hits both modes
+            for mode in tries:
+                cfg = LoadParams(calls=calls, concurrency=10, mode=mode)  # type: ignore[arg-type]
+                records, client = drive(svc, images, cfg)
+                tries[mode].append(summarise(records, cfg, client))
+                say(f"serve {name} {mode}: {tries[mode][-1]['throughput_rps']:.1f} req/s, "
+                    f"p50 {tries[mode][-1]['latency_p50_ms']:.1f} ms")
+        for mode, runs in tries.items():
+            ranked = sorted(runs, key=lambda r: r["throughput_rps"])
+            out[mode] = {**ranked[(len(ranked) - 1) // 2],
+                         "tries_rps": [round(r["throughput_rps"], 1) for r in runs]}
         return out
     finally:
         svc.close()
@@ -222,6 +229,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500, help="load-test calls per mode")
     parser.add_argument("--sequential", type=int, default=200, help="one-at-a-time calls")
     parser.add_argument("--repeats", type=int, default=3, help="timed embeds per set")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="load-test rounds per mode (interleaved; the median is kept)")
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
 
@@ -236,8 +245,8 @@ def main() -> None:
             sets = {"animals 28x28 PNG": _animal_images(N_EMBED, "train"),
                     "synthetic 224x224 JPEG": _synthetic_jpegs(N_EMBED)}
             results["embed"] = bench_embed(sets, args.repeats)
-            results["serving"] = [bench_serving(name, project, args.calls, args.sequential)
-                                  for name in EXTRACTORS]
+            results["serving"] = [bench_serving(name, project, args.calls, args.sequential,
+                                                args.rounds) for name in EXTRACTORS]
             if not args.skip_accuracy:
                 results["accuracy"] = bench_accuracy(project)
     finally:  # the dataset is a symlink in there: rmtree unlinks it, never follows it
@@ -251,13 +260,16 @@ def main() -> None:
     for s in results["serving"]:
         rows.append((s["extractor"], "sequential (predict)", s["sequential"]["calls"],
                      s["sequential"]["throughput_rps"], s["sequential"]["latency_p50_ms"],
-                     s["sequential"]["latency_p95_ms"], 0))
+                     s["sequential"]["latency_p95_ms"], 0, "-"))
         for mode in ("sustained", "batch"):
             m = s[mode]
             rows.append((s["extractor"], f"{mode}, 10 in flight", m["calls"], m["throughput_rps"],
-                         m["latency_p50_ms"], m["latency_p95_ms"], m["errors"]))
-    print_table("(b) local service over loopback (Animal-MNIST model, 10 images per class)",
-                ["extractor", "mode", "calls", "req/s", "p50 ms", "p95 ms", "errors"], rows)
+                         m["latency_p50_ms"], m["latency_p95_ms"], m["errors"],
+                         " ".join(f"{x:.0f}" for x in m["tries_rps"])))
+    print_table("(b) local service over loopback (Animal-MNIST model, 10 images per class; "
+                f"load rows: median of {args.rounds} rounds)",
+                ["extractor", "mode", "calls", "req/s", "p50 ms", "p95 ms", "errors",
+                 "req/s per round"], rows)
     if "accuracy" in results:
         acc = results["accuracy"]
         print_table(f"(c) Animal-MNIST accuracy at {PER_CLASS} images per class, seeds "

@@ -6,14 +6,13 @@ becomes one line on stderr and exit status 2; every other exception keeps its tr
 
 from __future__ import annotations
 
-import functools
 import importlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
+from mlbench.cli_util import user_errors
 from mlbench.console import err
 from mlbench.errors import UserError
 
@@ -23,31 +22,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-F = TypeVar("F", bound=Callable[..., Any])
 
 Dataset = Annotated[str, typer.Argument(help="Dataset name (see `params.yaml` datasets).")]
 ServiceName = Annotated[str, typer.Argument(help="Service name: local, nyckel, huggingface, "
                                                  "vertex or rekognition.")]
 
 
-def user_errors(fn: F) -> F:
-    """Turn a UserError into one clear line and exit status 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _params():
     from mlbench.params import load_params
 
     return load_params()
+
+
+def _known(dataset: str) -> str:
+    """The dataset name, if a source module defines it (else a one-line error listing them)."""
+    from mlbench.data.sources import get_source
+
+    get_source(dataset)
+    return dataset
 
 
 @app.command()
@@ -69,6 +61,7 @@ def fetch(dataset: Dataset) -> None:
 @user_errors
 def prepare(dataset: Dataset) -> None:
     """Decode and validate every image into data/<ds>/{train,test}/<class>/, with a manifest."""
+    _known(dataset)
     from mlbench.data.prepare import prepare_dataset
 
     s = prepare_dataset(dataset, max_side=_params().max_side)
@@ -81,6 +74,7 @@ def prepare(dataset: Dataset) -> None:
 @user_errors
 def ablate(dataset: Dataset) -> None:
     """Sample the nested, stratified ablations and write every service's file format."""
+    _known(dataset)
     from mlbench.data.ablate import ablate_dataset
     from mlbench.data.export import export_ablations
 
@@ -94,6 +88,7 @@ def ablate(dataset: Dataset) -> None:
 @user_errors
 def testsets(dataset: Dataset) -> None:
     """Write the test set in each service's format (data/<ds>/tests/<ds>_test_<svc>.csv)."""
+    _known(dataset)
     from mlbench.data.export import export_testsets
 
     p = _params()
@@ -104,6 +99,7 @@ def testsets(dataset: Dataset) -> None:
 @user_errors
 def folders(dataset: Dataset) -> None:
     """Make the upload folders and AutoTrain zips of every ablation (data/<ds>/uploads/)."""
+    _known(dataset)
     from mlbench.data.export import export_folders
 
     export_folders(dataset)
@@ -113,6 +109,7 @@ def folders(dataset: Dataset) -> None:
 @user_errors
 def train(service: ServiceName, dataset: Dataset) -> None:
     """Upload the selected ablation(s) to the service and train; writes model.json per size."""
+    _known(dataset)
     from mlbench.bench.train import run_training
 
     run_training(_params(), service, dataset)
@@ -122,6 +119,7 @@ def train(service: ServiceName, dataset: Dataset) -> None:
 @user_errors
 def evaluate(service: ServiceName, dataset: Dataset) -> None:
     """Score every test image (resumable); writes predictions.csv and metrics.json per size."""
+    _known(dataset)
     from mlbench.bench.evaluate import run_evaluation
 
     run_evaluation(_params(), service, dataset)
@@ -131,6 +129,7 @@ def evaluate(service: ServiceName, dataset: Dataset) -> None:
 @user_errors
 def load(service: ServiceName, dataset: Dataset) -> None:
     """Concurrent load test (params `load`); writes throughput.csv and summary.json per size."""
+    _known(dataset)
     from mlbench.bench.load import run_load
 
     run_load(_params(), service, dataset)

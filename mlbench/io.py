@@ -7,6 +7,7 @@ resumable log (predictions, uploads) loses at most the row that was being writte
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -38,10 +39,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_write_csv(path: Path, header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> None:
+def atomic_write_csv(path: Path, header: Sequence[str] | None,
+                     rows: Iterable[Sequence[Any]]) -> None:
     """Write a whole CSV atomically (header optional: Vertex import files have none)."""
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if header is not None:

@@ -9,6 +9,7 @@ touches a remote host (the metadata server is pointed at a closed local port).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import re
@@ -20,7 +21,7 @@ from PIL import Image
 from mlbench import paths
 from mlbench.data.labels import invert, vertex_label_map
 from mlbench.errors import UserError
-from mlbench.io import atomic_write_json
+from mlbench.io import atomic_write_csv, atomic_write_json
 from mlbench.params import parse_params
 from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
 from mlbench.services.http import RetryPolicy, ServiceCallError
@@ -133,6 +134,11 @@ def make_data(n: int = 5, tests_per_class: int = 5) -> tuple[AblationSplit, list
                 else:
                     (val if i == 0 else train).append(ref)
     paths.classes_file(DS).write_text("".join(f"{c}\n" for c in sorted(COLOURS)))
+    rows = [(r.path, r.filename, r.class_name, "test" if r in tests else "train",
+             hashlib.sha256(r.path.read_bytes()).hexdigest(), 16, 16)
+            for r in (*train, *val, *tests)]
+    atomic_write_csv(paths.manifest_file(DS),
+                     ["path", "filename", "class", "split", "sha256", "width", "height"], rows)
     paths.tests_dir(DS).mkdir(parents=True, exist_ok=True)
     paths.test_csv(DS, "local").write_text(
         "filename,class\n" + "".join(f"{t.filename},{t.class_name}\n" for t in tests))
@@ -285,6 +291,41 @@ def test_management_calls_retry_on_429_and_5xx(fake: VertexFake) -> None:
     model = train(fake)
     assert model.train_seconds == pytest.approx(7203.5)
     assert fake.state.created["pipelines"] == 1
+
+
+def test_a_create_that_may_have_happened_is_not_blindly_repeated(fake: VertexFake) -> None:
+    """A 500 on a create call might hide a created resource: no retry, a clear error, and the
+    rerun (which looks the run's resources up by label first) finishes with one of each."""
+    split, _ = make_data()
+    from tests.fakes.vertex.models import ApiFailure
+
+    create, calls = fake.state.create_endpoint, []
+
+    def fail_once(*args: object):  # noqa: ANN202 - the fake's own signature
+        calls.append(args)
+        if len(calls) == 1:
+            raise ApiFailure(500, "INTERNAL", "Internal error encountered.")
+        return create(*args)
+
+    fake.state.create_endpoint = fail_once  # type: ignore[method-assign]
+    with service(fake) as svc, pytest.raises(UserError, match="rerun to continue"):
+        svc.upload(split)
+        svc.train(split)
+    assert len(calls) == 1
+    train(fake)
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
+
+
+def test_a_new_budget_trains_a_new_model_on_the_same_dataset(fake: VertexFake) -> None:
+    first = train(fake)
+    second = train(fake, budget_milli_node_hours=9000)
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 2, "endpoints": 2,
+                                  "deployments": 2}
+    assert second.ids["dataset"] == first.ids["dataset"]
+    assert second.ids["endpoint"] != first.ids["endpoint"]
+    body = json.loads(fake.calls("POST", "/trainingPipelines")[-1].body)
+    assert body["trainingTaskInputs"]["budgetMilliNodeHours"] == 9000
 
 
 def test_failed_training_is_a_clear_error_and_a_rerun_starts_anew(fake: VertexFake) -> None:
@@ -560,3 +601,30 @@ def test_official_gapic_rest_clients_parse_the_fakes_answers(fake: VertexFake) -
                                parameters=params)
     first = json_format.MessageToDict(answer._pb)["predictions"][0]
     assert len(first["displayNames"]) == 2 and first["confidences"][0] >= first["confidences"][1]
+
+
+# -- the seed-compatible script ----------------------------------------------------------------
+def test_seed_script_invokes_an_endpoint_given_on_the_command_line(fake: VertexFake) -> None:
+    """`python scripts/vertex.py invoke <ds> <n> <project_id> <endpoint_id>` (the seed's manual
+    path) scores the test set on that endpoint, with the labels mapped back."""
+    import csv
+    import importlib.util
+
+    model = train(fake)
+    paths.model_json("vertex", DS, 5).unlink()  # as if trained in the console
+    raw = raw_params(fake)
+    del raw["vertex"]["project"]
+    paths.PARAMS_FILE.write_text(json.dumps(raw))
+    spec = importlib.util.spec_from_file_location(
+        "vertex_script", Path(__file__).parents[1] / "scripts" / "vertex.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    assert script.main(["invoke", DS, "5", PROJECT, model.ids["endpoint_id"]]) == 0
+    with paths.predictions_csv("vertex", DS, 5).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 * len(COLOURS)
+    assert all(r["predicted_class"] == r["actual_class"] for r in rows)
+    assert fake.state.created["endpoints"] == 1
+    assert script.main(["invoke", DS, "5", PROJECT]) == 2  # project without endpoint

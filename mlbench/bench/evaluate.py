@@ -14,9 +14,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from mlbench import paths
-from mlbench.bench.runs import fingerprint, open_service, read_model, selected_sizes
+from mlbench.bench.runs import fingerprint, open_service, trained_models
 from mlbench.bench.stats import NO_LABEL, run_metrics
-from mlbench.console import err, warn
+from mlbench.console import err
 from mlbench.data.export import load_test_images
 from mlbench.data.prepare import manifest_hashes
 from mlbench.io import CsvAppender, atomic_write_json, read_json
@@ -86,11 +86,5 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
 def run_evaluation(params: Params, service: str, ds: str,
                    sizes: list[int] | None = None) -> list[dict]:
     tests = load_test_images(ds)
-    results = []
-    for n in sizes or list(selected_sizes(params, ds)):
-        model = read_model(service, ds, n)
-        if model is None:
-            warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
-            continue
-        results.append(evaluate_model(params, model, tests, service))
-    return results
+    return [evaluate_model(params, model, tests, service)
+            for model in trained_models(params, service, ds, sizes)]

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mlbench import paths
-from mlbench.bench.runs import open_service, read_model, selected_sizes
+from mlbench.bench.runs import open_service, trained_models
 from mlbench.bench.stats import percentiles_ms
-from mlbench.console import err, warn
+from mlbench.console import err
 from mlbench.data.export import load_test_images
 from mlbench.io import atomic_write_csv, atomic_write_json
 from mlbench.params import LoadParams, Params
@@ -172,11 +172,8 @@ def run_load(params: Params, service: str, ds: str, sizes: list[int] | None = No
     cfg = params.load
     images = [t.path.read_bytes() for t in tests[: cfg.calls]]
     summaries = []
-    for n in sizes or list(selected_sizes(params, ds)):
-        model = read_model(service, ds, n)
-        if model is None:
-            warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
-            continue
+    for model in trained_models(params, service, ds, sizes):
+        n = model.ablation
         with open_service(params, service, ds, n) as svc:
             svc.connect(model)
             err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "

@@ -15,8 +15,8 @@ from mlbench.params import Params
 from mlbench.services.base import ModelRef, Service, ServiceContext, create_service
 
 
-def selected_sizes(params: Params, ds: str) -> Iterator[int]:
-    """The selected sizes this dataset can give; warns for each it cannot.
+def selected_sizes(params: Params, ds: str, quiet: bool = False) -> Iterator[int]:
+    """The selected sizes this dataset can give; warns (unless `quiet`) for each it cannot.
 
     When `ablation` asks a size that no dataset in `params.yaml` can give, that is an error:
     the run would otherwise silently produce nothing.
@@ -36,7 +36,7 @@ def selected_sizes(params: Params, ds: str) -> Iterator[int]:
     for n in params.selected_sizes:
         if n in avail.available:
             yield n
-        else:
+        elif not quiet:
             warn(f"{ds}: ablation {n} unavailable ({avail.unavailable.get(n, 'not sampled')})")
 
 
@@ -55,3 +55,14 @@ def fingerprint(*parts: object) -> str:
     """A stable short hash of JSON-able parts: decides whether stored results still apply."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def trained_models(params: Params, service: str, ds: str,
+                   sizes: list[int] | None = None) -> Iterator[ModelRef]:
+    """The recorded model of each size (the selected ones by default); warns for a missing one."""
+    for n in sizes or list(selected_sizes(params, ds, quiet=True)):
+        model = read_model(service, ds, n)
+        if model is None:
+            warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
+            continue
+        yield model

@@ -13,33 +13,30 @@ from mlbench.data.ablate import load_split
 from mlbench.data.prepare import manifest_hashes
 from mlbench.io import atomic_write_json
 from mlbench.params import Params
-from mlbench.services.base import ModelRef
+from mlbench.services.base import ModelRef, Service
 
 
-def split_fingerprint(params: Params, service: str, ds: str, n: int) -> str:
+def split_fingerprint(svc: Service, ds: str, n: int) -> str:
+    """Identity of a model: the ablation (names, classes, content) + the service's settings."""
     split, sha = load_split(ds, n), manifest_hashes(ds)
     rows = [(r.filename, r.class_name, "train", sha[r.filename]) for r in split.train]
     rows += [(r.filename, r.class_name, "val", sha[r.filename]) for r in split.val]
-    settings = params.section(service)
-    if service == "local":
-        settings = {"features": params.local.features, "image_size": params.local.image_size,
-                    "seed": params.seed}
-    return fingerprint(rows, settings)
+    return fingerprint(rows, svc.model_settings())
 
 
 def run_training(params: Params, service: str, ds: str) -> list[ModelRef]:
     models = []
     for n in selected_sizes(params, ds):
-        key = split_fingerprint(params, service, ds, n)
-        existing = read_model(service, ds, n)
-        if existing is not None and existing.details.get("fingerprint") == key:
-            err.print(f"{service}/{ds}/{n}: model up to date, reused")
-            models.append(existing)
-            continue
-        split = load_split(ds, n)
-        err.print(f"{service}/{ds}/{n}: training on {len(split.train)} train + "
-                  f"{len(split.val)} val images")
         with open_service(params, service, ds, n) as svc:
+            key = split_fingerprint(svc, ds, n)
+            existing = read_model(service, ds, n)
+            if existing is not None and existing.details.get("fingerprint") == key:
+                err.print(f"{service}/{ds}/{n}: model up to date, reused")
+                models.append(existing)
+                continue
+            split = load_split(ds, n)
+            err.print(f"{service}/{ds}/{n}: training on {len(split.train)} train + "
+                      f"{len(split.val)} val images")
             svc.upload(split)
             model = svc.train(split)
         model.details["fingerprint"] = key

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mlbench import paths
+from mlbench.console import warn
 from mlbench.data.prepare import read_classes
-from mlbench.console import err, warn
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_csv, atomic_write_json, read_json
 from mlbench.services.base import AblationSplit, ImageRef

@@ -72,12 +72,13 @@ def export_ablations(ds: str, buckets: dict[str, str]) -> int:
     written = 0
     for n, rows in table.groupby("size"):
         train, val = _pairs(rows[rows["split"] == "train"]), _pairs(rows[rows["split"] == "val"])
+        vertex_train = vertex_rows(ds, "train", train, gbucket)
+        vertex_val = vertex_rows(ds, "val", val, gbucket)
         files = {
             paths.ablation_csv(ds, "train", n): (GENERIC, train),
             paths.ablation_csv(ds, "val", n): (GENERIC, val),
-            paths.ablation_csv(ds, "train", n, "vertex"): (None, vertex_rows(ds, "train", train,
-                                                                              gbucket)),
-            paths.ablation_csv(ds, "val", n, "vertex"): (None, vertex_rows(ds, "val", val, gbucket)),
+            paths.ablation_csv(ds, "train", n, "vertex"): (None, vertex_train),
+            paths.ablation_csv(ds, "val", n, "vertex"): (None, vertex_val),
             paths.ablation_csv(ds, "train", n, "hg"): (HF, train),
             paths.ablation_csv(ds, "val", n, "hg"): (HF, val),
             paths.ablation_csv(ds, "train", n, "nyckel"): (GENERIC, train + val),

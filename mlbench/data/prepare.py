@@ -22,10 +22,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlbench import paths
+from mlbench.console import err
 from mlbench.data.images import Outcome, output_suffix, process_image
 from mlbench.data.sources import get_source
 from mlbench.data.sources.base import RawImage
-from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_csv, atomic_write_text
 

@@ -8,6 +8,7 @@ import pandas as pd
 from rich.table import Table
 
 from mlbench.console import err
+from mlbench.console import out as stdout
 from mlbench.report import plots
 from mlbench.report.seed_format import read_seed_results, read_seed_throughputs
 
@@ -39,7 +40,7 @@ def render_seed_csvs(csvs: list[Path], throughputs: Path | None, out: Path) -> l
     if throughputs is not None:
         written.append(plots.throughput_bars(read_seed_throughputs(throughputs),
                                              out / "throughput.png"))
-    out.print(accuracy_table(runs, "Mean accuracy across datasets"))
+    stdout.print(accuracy_table(runs, "Mean accuracy across datasets"))
     for path in written:
         err.print(f"wrote {path}")
     return written

@@ -130,6 +130,13 @@ class Service(ABC):
         """This service's block of `params.yaml` (`local:`, `nyckel:`, `vertex:`, ...)."""
         return self.ctx.params.section(self.name)
 
+    def model_settings(self) -> dict[str, Any]:
+        """Everything besides the ablation's images that decides the trained model.
+
+        `train` reuses a recorded model only while this (and the data) is unchanged.
+        """
+        return self.settings
+
     @abstractmethod
     def upload(self, split: AblationSplit) -> None:
         """Send the ablation's images to the service. Idempotent and resumable."""

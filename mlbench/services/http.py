@@ -111,45 +111,28 @@ class HttpService(Service):
     def predict(self, image: bytes) -> Prediction:
         if self._session is None:
             self._session = requests.Session()
-        reauthed = False
-        last = "no attempt made"
-        status: int | None = None
+        attempts = _Attempts(self)
         for attempt in range(1, self.retry.max_attempts + 1):
             req = self.build_request(image)
             try:
                 resp = self._session.request(
-                    req.method,
-                    req.url,
-                    headers=dict(req.headers),
-                    data=req.body,
-                    params=dict(req.params),
-                    timeout=self.retry.timeout,
+                    req.method, req.url, headers=dict(req.headers), data=req.body,
+                    params=dict(req.params), timeout=self.retry.timeout,
                 )
             except requests.RequestException as exc:
-                last, status = f"{type(exc).__name__}: {exc}", None
-                time.sleep(self.retry.backoff(attempt))
+                time.sleep(attempts.failed(exc, attempt))
                 continue
-            status, headers, body = resp.status_code, resp.headers, resp.content
-            if 200 <= status < 300:
-                return _with_attempts(self.parse_response(status, headers, body), attempt)
-            last = f"HTTP {status}: {_snippet(body)}"
-            if status == 401 and not reauthed and self.on_unauthorized():
-                reauthed = True
-                continue
-            delay = self.retry_delay(status, headers, body, attempt)
-            if delay is None:
-                raise ServiceCallError(last, status, attempt)
-            time.sleep(delay)
-        raise ServiceCallError(f"gave up after {self.retry.max_attempts} attempts: {last}", status,
-                               self.retry.max_attempts)
+            outcome = attempts.answered(resp.status_code, resp.headers, resp.content, attempt)
+            if isinstance(outcome, Prediction):
+                return outcome
+            time.sleep(outcome)
+        raise attempts.give_up()
 
     # -- asynchronous path (load test) -----------------------------------------------------------
     async def apredict(self, session, image: bytes) -> Prediction:  # session: aiohttp.ClientSession
         import aiohttp
 
-        reauthed = False
-        last = "no attempt made"
-        status: int | None = None
+        attempts = _Attempts(self)
         timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
         for attempt in range(1, self.retry.max_attempts + 1):
             req = self.build_request(image)
@@ -160,26 +143,52 @@ class HttpService(Service):
                 ) as resp:
                     status, headers, body = resp.status, resp.headers, await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                last, status = f"{type(exc).__name__}: {exc}", None
-                await asyncio.sleep(self.retry.backoff(attempt))
+                await asyncio.sleep(attempts.failed(exc, attempt))
                 continue
-            if 200 <= status < 300:
-                return _with_attempts(self.parse_response(status, headers, body), attempt)
-            last = f"HTTP {status}: {_snippet(body)}"
-            if status == 401 and not reauthed and self.on_unauthorized():
-                reauthed = True
-                continue
-            delay = self.retry_delay(status, headers, body, attempt)
-            if delay is None:
-                raise ServiceCallError(last, status, attempt)
-            await asyncio.sleep(delay)
-        raise ServiceCallError(f"gave up after {self.retry.max_attempts} attempts: {last}", status,
-                               self.retry.max_attempts)
+            outcome = attempts.answered(status, headers, body, attempt)
+            if isinstance(outcome, Prediction):
+                return outcome
+            await asyncio.sleep(outcome)
+        raise attempts.give_up()
 
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+class _Attempts:
+    """The retry decisions of one call, shared by the sync and the async sender."""
+
+    def __init__(self, svc: HttpService):
+        self.svc = svc
+        self.reauthed = False
+        self.last = "no attempt made"
+        self.status: int | None = None
+
+    def failed(self, exc: Exception, attempt: int) -> float:
+        """A connection error or timeout: seconds to wait before the next attempt."""
+        self.last, self.status = f"{type(exc).__name__}: {exc}", None
+        return self.svc.retry.backoff(attempt)
+
+    def answered(self, status: int, headers: Mapping[str, str], body: bytes,
+                 attempt: int) -> Prediction | float:
+        """The prediction, or seconds to wait before retrying; raises when it must stop."""
+        self.status = status
+        if 200 <= status < 300:
+            return _with_attempts(self.svc.parse_response(status, headers, body), attempt)
+        self.last = f"HTTP {status}: {_snippet(body)}"
+        if status == 401 and not self.reauthed and self.svc.on_unauthorized():
+            self.reauthed = True
+            return 0.0
+        delay = self.svc.retry_delay(status, headers, body, attempt)
+        if delay is None:
+            raise ServiceCallError(self.last, status, attempt)
+        return delay
+
+    def give_up(self) -> ServiceCallError:
+        n = self.svc.retry.max_attempts
+        return ServiceCallError(f"gave up after {n} attempts: {self.last}", self.status, n)
 
 
 def image_mime(data: bytes) -> str:

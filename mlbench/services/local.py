@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -25,7 +26,7 @@ from mlbench.errors import UserError
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, register, utc_now
 from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
 from mlbench.services.local_features import EmbeddingCache, make_extractor
-from mlbench.services.local_head import cv_accuracy, fit_head
+from mlbench.services.local_head import HEAD_VERSION, cv_accuracy, fit_head
 from mlbench.services.local_model import MODEL_FILE, LocalModel
 from mlbench.services.local_server import READY_PREFIX
 
@@ -49,6 +50,14 @@ class LocalService(HttpService):
     def _features(self, name: str, files: list[Path]) -> np.ndarray:
         extractor = make_extractor(name, self.ctx.params.local.image_size)
         return EmbeddingCache(extractor, paths.embeddings_cache()).features(files)
+
+    def model_settings(self) -> dict[str, Any]:
+        local = self.ctx.params.local
+        return {"features": local.features, "image_size": local.image_size,
+                "seed": self.ctx.params.seed,
+                "extractors": [make_extractor(n, local.image_size).key
+                               for n in self._candidates()],
+                "head": HEAD_VERSION}
 
     def upload(self, split: AblationSplit) -> None:
         """'Uploading' to the local service is embedding: every later step reads the cache."""
@@ -128,7 +137,8 @@ class ServerProcess:
     """The model server child process; `stop()` always reaps it."""
 
     def __init__(self, model_dir: Path):
-        self._log = tempfile.TemporaryFile("w+")
+        # the server's stderr, read back only to explain a failed start; closed by stop()
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlbench.services.local_server", str(model_dir),
              "--die-with-parent"],

@@ -146,7 +146,8 @@ def export_onnx(cache: Path) -> Path:
         torch.onnx.export(
             Backbone(net), torch.zeros(1, 3, 224, 224), buf, input_names=["images"],
             output_names=["features"], opset_version=17, dynamo=False,
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
+                          "features": {0: "batch"}},
         )
     atomic_write_bytes(target, buf.getvalue())
     return target

@@ -16,6 +16,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
+#: Bumped when the head's recipe changes, so recorded models are retrained.
+HEAD_VERSION = 1
 
 
 def _head(c: float) -> Pipeline:

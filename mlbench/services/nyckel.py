@@ -18,18 +18,18 @@ base URL. See docs/services/nyckel.md.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from mlbench.cli_util import user_errors
 from mlbench.errors import UserError
 from mlbench.io import CsvAppender, atomic_write_json, read_json
 from mlbench.services._nyckel_api import NYCKEL_MAX_IN_FLIGHT, NYCKEL_MAX_RPS, NyckelApi, data_uri
@@ -48,7 +48,6 @@ from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
 STATE_FILE = "nyckel.json"
 SAMPLES_FILE = "nyckel_samples.csv"
 SAMPLES_HEADER = ("function_id", "external_id", "sample_id", "outcome")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -436,24 +435,8 @@ def _service(dataset: str, ablation: int) -> NyckelService:
     return NyckelService(ctx)
 
 
-def _user_errors(fn: F) -> F:
-    """One line and exit status 2 for a UserError (as `mlbench.cli` does for its commands)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            from mlbench.console import err
-
-            err.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 @cli.command()
-@_user_errors
+@user_errors
 def create(
     function_name: Annotated[str, typer.Argument(help="Name of the new function.")],
     dataset: Annotated[str | None, typer.Option(help="Record it as this dataset's function.")]
@@ -485,7 +468,7 @@ def create(
 
 
 @cli.command()
-@_user_errors
+@user_errors
 def upload(
     dataset: DatasetArg,
     ablation: AblationArg,
@@ -513,7 +496,7 @@ def upload(
 
 
 @cli.command()
-@_user_errors
+@user_errors
 def status(dataset: DatasetArg, ablation: AblationArg) -> None:
     """Show the function, the samples uploaded so far and whether it is trained."""
     from mlbench.data.ablate import load_split

@@ -17,16 +17,15 @@ deterministic as well (see `rekognition_lifecycle`), so a rerun continues and ne
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import io
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
 from mlbench import paths
+from mlbench.cli_util import user_errors
 from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_bytes, atomic_write_json, read_json
@@ -296,21 +295,6 @@ def _ground_truth_now() -> str:
 cli = typer.Typer(help="AWS Rekognition Custom Labels models: status, start, stop (a running "
                   "model is billed per inference-unit hour until stopped).",
                   no_args_is_help=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(fn: F) -> F:
-    """A UserError becomes one line on stderr and exit status 2, as in the main CLI."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def recorded_models(dataset: str | None, ablation: int | None) -> list[ModelRef]:
@@ -373,7 +357,7 @@ def stop_models(dataset: str | None, ablation: int | None, wait: bool = False) -
 
 
 @cli.command()
-@_one_line_errors
+@user_errors
 def stop(
     dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
     ablation: int | None = typer.Argument(None, help="Ablation (default: all of the dataset)."),
@@ -384,7 +368,7 @@ def stop(
 
 
 @cli.command()
-@_one_line_errors
+@user_errors
 def start(
     dataset: str = typer.Argument(..., help="Dataset."),
     ablation: int = typer.Argument(..., help="Ablation size."),
@@ -398,7 +382,7 @@ def start(
 
 
 @cli.command()
-@_one_line_errors
+@user_errors
 def status(
     dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
     ablation: int | None = typer.Argument(None, help="Ablation size."),

@@ -138,6 +138,10 @@ def best_prediction(body: bytes, back: Mapping[str, str]) -> Prediction:
     return Prediction(label, scores[label], scores)
 
 
+def _digest(parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 @register
 class VertexService(HttpService):
     """Vertex AI AutoML image classification, driven through the v1 REST API."""
@@ -153,6 +157,7 @@ class VertexService(HttpService):
         self._predict_url = ""
         self._back: dict[str, str] = {}
         self._params_body: dict[str, Any] = {}
+        self._warned = False
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -186,13 +191,16 @@ class VertexService(HttpService):
     def labels(self, classes: Sequence[str]) -> dict[str, str]:
         return vertex_label_map(classes)
 
+    def data_key(self, split: AblationSplit, tests: Sequence[ImageRef]) -> str:
+        """Fingerprint of the imported data (the import CSV: files, splits, labels)."""
+        text = import_csv(split, tests, self._bucket_name(), self.labels(split.classes))
+        return _digest([split.dataset, split.size, text])
+
     def run_key(self, split: AblationSplit, tests: Sequence[ImageRef]) -> str:
         """Fingerprint of what the model is trained from and how: labels Vertex resources."""
         c = self.config
-        text = import_csv(split, tests, self._bucket_name(), self.labels(split.classes))
-        blob = json.dumps([split.dataset, split.size, text, c.model_type,
-                           c.budget_milli_node_hours, c.disable_early_stopping])
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _digest([self.data_key(split, tests), c.model_type, c.budget_milli_node_hours,
+                        c.disable_early_stopping])
 
     def _bucket_name(self) -> str:
         name = (self.ctx.params.buckets or {}).get("google", "").strip()
@@ -201,10 +209,12 @@ class VertexService(HttpService):
                             "the Vertex uploads")
         return name
 
-    def names(self, key: str) -> RunNames:
+    def names(self, key: str, data_key: str) -> RunNames:
         return RunNames(
-            key, f"{self.config.name_prefix}-{self.ctx.dataset}-{self.ctx.ablation}-{key[:8]}",
-            {"mlbench_run": key, "mlbench_dataset": label_value(self.ctx.dataset),
+            key, data_key,
+            f"{self.config.name_prefix}-{self.ctx.dataset}-{self.ctx.ablation}-{key[:8]}",
+            {"mlbench_run": key, "mlbench_data": data_key,
+             "mlbench_dataset": label_value(self.ctx.dataset),
              "mlbench_ablation": str(self.ctx.ablation)})
 
     # -- state -----------------------------------------------------------------------------------
@@ -230,7 +240,8 @@ class VertexService(HttpService):
         """The record of run `key` (a fresh one when the inputs changed); any run if None."""
         data = self.load_state()
         if key is not None and data.get("run") != key:
-            if data.get("endpoint"):
+            if data.get("endpoint") and not self._warned:
+                self._warned = True
                 warn(f"vertex: the inputs of {self.ctx.dataset}/{self.ctx.ablation} changed "
                      f"since the last run; training a new model. The old endpoint "
                      f"{data['endpoint']} keeps billing while a model is deployed on it "
@@ -242,7 +253,7 @@ class VertexService(HttpService):
     def upload(self, split: AblationSplit) -> None:
         if self.config.endpoint_for(self.ctx.dataset, self.ctx.ablation, self.project):
             note(f"vertex.endpoints.{self.ctx.dataset}.{self.ctx.ablation} is set: using that "
-                  "endpoint, nothing to upload")
+                 "endpoint, nothing to upload")
             return
         self.upload_images(split)
 
@@ -265,7 +276,8 @@ class VertexService(HttpService):
         csv_name = f"imports/{self.ctx.dataset}_vertex_{self.ctx.ablation}.csv"
         put_text(bucket, csv_name, text)
         uri = f"gs://{bucket_name}/{csv_name}"
-        self.run_state(key).save(import_csv=uri, import_rows=len(items))
+        self.run_state(key).save(import_csv=uri, import_rows=len(items),
+                                 data=self.data_key(split, tests))
         return uri
 
     # -- train -----------------------------------------------------------------------------------
@@ -281,7 +293,8 @@ class VertexService(HttpService):
             self.upload_images(split)
         self.check_access()
         state = self.run_state(key)
-        life = Lifecycle(self.api, self.config, state, self.names(key))
+        life = Lifecycle(self.api, self.config, state,
+                         self.names(key, self.data_key(split, tests)))
         dataset = life.dataset()
         items = life.import_images(dataset)
         pipeline = life.pipeline(dataset)
@@ -382,6 +395,12 @@ class VertexService(HttpService):
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
         return best_prediction(body, self._back)
 
+    def close(self) -> None:
+        super().close()
+        if self._api is not None:
+            self._api.session.close()
+            self._api = None
+
     def on_unauthorized(self) -> bool:
         try:
             self.tokens.token(force=True)
@@ -423,8 +442,8 @@ class VertexService(HttpService):
             raise UserError(f"vertex: no trained model recorded in {self.state_path}; run "
                             f"`mlbench train vertex {self.ctx.dataset}` first")
         self.check_access()
-        endpoint = Lifecycle(self.api, self.config, state, self.names(state.get("run"))
-                             ).deployed()
+        names = self.names(state.get("run"), state.get("data", ""))
+        endpoint = Lifecycle(self.api, self.config, state, names).deployed()
         model_file = self.ctx.state_dir / "model.json"
         if model_file.exists():
             ref = ModelRef.from_json(read_json(model_file))

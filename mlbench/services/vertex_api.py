@@ -99,9 +99,14 @@ class VertexApi:
 
     # -- one call --------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: Any = None,
-             params: Mapping[str, str] | None = None) -> dict[str, Any]:
+             params: Mapping[str, str] | None = None, create: bool = False) -> dict[str, Any]:
         """`path` is a resource name (plus `:verb`) under /v1/. Retries 429/5xx and dropped
-        connections with backoff (honouring Retry-After), renews the token once on a 401."""
+        connections with backoff (honouring Retry-After), renews the token once on a 401.
+
+        A `create` call is not idempotent: it is retried only on 429 and 503 (refused, not
+        processed). After a dropped connection or another 5xx the resource may exist, so the
+        call fails instead, and the rerun finds it by its label rather than making a second.
+        """
         url = f"{self.base_url}/v1/{path}"
         reauthed = False
         last, status = "no attempt made", None
@@ -114,6 +119,8 @@ class VertexApi:
                                             timeout=self.retry.timeout)
             except requests.RequestException as exc:
                 last, status = f"{type(exc).__name__}: {exc}", None
+                if create:
+                    break
                 time.sleep(self.retry.backoff(attempt))
                 continue
             if 200 <= resp.status_code < 300:
@@ -128,11 +135,13 @@ class VertexApi:
             if status not in RETRY_STATUSES:
                 raise ApiError(_explain(method, path, status, reason, message, self.project),
                                status, reason)
+            if create and status not in (429, 503):
+                break
             after = retry_after_seconds(resp.headers)
             time.sleep(min(after, self.retry.max_delay) if after is not None
                        else self.retry.backoff(attempt))
-        raise ApiError(f"Vertex AI {method} {path}: gave up after {self.retry.max_attempts} "
-                       f"attempts ({last}); rerun to continue", status)
+        raise ApiError(f"Vertex AI {method} {path}: gave up after {attempt} attempt(s) "
+                       f"({last}); rerun to continue", status)
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The resource, or None when it does not exist (any more)."""

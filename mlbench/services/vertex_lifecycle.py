@@ -58,15 +58,24 @@ class RunState:
 
 @dataclass(frozen=True)
 class RunNames:
-    """How the run's resources are named and labelled (`key` is the run's fingerprint)."""
+    """How the run's resources are named and labelled.
+
+    `key` fingerprints everything the model depends on (images, labels, budget, model type);
+    `data_key` only the imported data, so a new budget trains on the same dataset.
+    """
 
     key: str
+    data_key: str
     display: str
     labels: dict[str, str]
 
     @property
     def filter(self) -> str:
         return f'labels.mlbench_run="{self.key}"'
+
+    @property
+    def data_filter(self) -> str:
+        return f'labels.mlbench_data="{self.data_key}"'
 
 
 class Lifecycle:
@@ -84,9 +93,9 @@ class Lifecycle:
             forget()
             raise
 
-    def _earliest(self, collection: str, keep: Callable[[dict[str, Any]], bool] = bool
-                  ) -> dict[str, Any] | None:
-        found = [r for r in self.api.list(collection, self.names.filter) if keep(r)]
+    def _earliest(self, collection: str, keep: Callable[[dict[str, Any]], bool] = bool,
+                  filter_: str | None = None) -> dict[str, Any] | None:
+        found = [r for r in self.api.list(collection, filter_ or self.names.filter) if keep(r)]
         if not found:
             return None
         first = sorted(found, key=lambda r: r.get("createTime", ""))[0]
@@ -103,14 +112,14 @@ class Lifecycle:
                     imported=None)
             name = None
         if not name:
-            found = self._earliest("datasets")
+            found = self._earliest("datasets", filter_=self.names.data_filter)
             if found:
                 name = found["name"]
                 st.save(dataset=name, dataset_ready=True)
         if not name:
             op = api.call("POST", f"{api.parent}/datasets", {
                 "displayName": self.names.display, "metadataSchemaUri": IMAGE_METADATA_SCHEMA,
-                "labels": self.names.labels})
+                "labels": self.names.labels}, create=True)
             name = resource_of(op["name"])
             st.save(dataset=name, dataset_op=op["name"])
             note(f"created dataset {name}")
@@ -134,7 +143,7 @@ class Lifecycle:
                 return count
             op = api.call("POST", f"{dataset}:import", {"importConfigs": [{
                 "gcsSource": {"uris": [st.get("import_csv")]},
-                "importSchemaUri": SINGLE_LABEL_IO}]})
+                "importSchemaUri": SINGLE_LABEL_IO}]}, create=True)
             op_name = op["name"]
             st.save(import_op=op_name)
             note(f"importing {st.get('import_csv')} into {dataset}")
@@ -177,7 +186,7 @@ class Lifecycle:
             pipeline = self._earliest("trainingPipelines", lambda p: p.get("state") not in FAILED)
         if pipeline is None:
             pipeline = api.call("POST", f"{api.parent}/trainingPipelines",
-                                self.pipeline_body(dataset))
+                                self.pipeline_body(dataset), create=True)
             note(f"started training {pipeline['name']} ({c.model_type}, budget "
                  f"{c.budget_milli_node_hours} milli node hours)")
         st.save(pipeline=pipeline["name"])
@@ -211,7 +220,7 @@ class Lifecycle:
                 st.save(endpoint=name, endpoint_ready=True)
         if not name:
             op = api.call("POST", f"{api.parent}/endpoints", {
-                "displayName": self.names.display, "labels": self.names.labels})
+                "displayName": self.names.display, "labels": self.names.labels}, create=True)
             name = resource_of(op["name"])
             st.save(endpoint=name, endpoint_op=op["name"])
             note(f"created endpoint {name}")
@@ -236,7 +245,7 @@ class Lifecycle:
                     "model": model, "displayName": self.names.display,
                     "automaticResources": {"minReplicaCount": c.min_replicas,
                                            "maxReplicaCount": c.max_replicas}},
-                "trafficSplit": {"0": 100}})
+                "trafficSplit": {"0": 100}}, create=True)
             op_name = op["name"]
             st.save(deploy_op=op_name)
             note(f"deploying {model} to {name} (billed per node hour until undeployed)")

@@ -131,8 +131,8 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                req = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
-                              dict(self.headers.items()), body)
+                query = parse_qs(parts.query, keep_blank_values=True)
+                req = Request(self.command, parts.path, query, dict(self.headers.items()), body)
                 resp = server.dispatch(req)
                 self.send_response(resp.status)
                 for k, v in resp.headers.items():

