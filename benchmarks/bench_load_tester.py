@@ -151,7 +151,7 @@ def free_port() -> int:
 @contextmanager
 def nginx_server(nginx: str, tmp: Path):
     """Run nginx in the foreground on a free loopback port; yield its URL; always stop it."""
-    from mlbench.services.local_server import die_with_parent
+    from mlbench.services.local.server import die_with_parent
 
     port = free_port()
     conf = tmp / "nginx.conf"

@@ -95,7 +95,7 @@ def _animal_images(n: int, split: str) -> list[bytes]:
 
 # -- (a) embedding throughput --------------------------------------------------------------------
 def bench_embed(sets: dict[str, list[bytes]], repeats: int) -> list[dict[str, Any]]:
-    from mlbench.services.local_features import make_extractor
+    from mlbench.services.local.features import make_extractor
 
     rows = []
     for name in EXTRACTORS:
@@ -185,8 +185,8 @@ def bench_serving(name: str, work: Path, calls: int, sequential: int,
 def bench_accuracy(work: Path) -> dict[str, Any]:
     from mlbench import paths
     from mlbench.data.export import test_pairs
-    from mlbench.services.local_features import EmbeddingCache, make_extractor
-    from mlbench.services.local_model import LocalModel
+    from mlbench.services.local.features import EmbeddingCache, make_extractor
+    from mlbench.services.local.model import LocalModel
 
     per: dict[str, list[float]] = {name: [] for name in EXTRACTORS}
     details: list[dict[str, Any]] = []

@@ -96,10 +96,11 @@ def _init_gen(folder: str) -> None:
 def ensure_images(n: int) -> tuple[Path, float]:
     """The folder holding images 0..n-1 (generated in parallel unless already there)."""
     folder = bench_tmp(f"prepare-v{GEN_VERSION}")
+    for done in folder.glob("complete-*.json"):  # a larger set already holds images 0..n-1
+        info = json.loads(done.read_text())
+        if info["images"] >= n:
+            return folder / "images", info["mean_bytes"]
     marker = folder / f"complete-{n}.json"
-    if marker.exists():
-        info = json.loads(marker.read_text())
-        return folder / "images", info["mean_bytes"]
     images = folder / "images"
     for c in range(CLASSES):
         (images / f"c{c:02d}").mkdir(parents=True, exist_ok=True)
@@ -206,16 +207,6 @@ def run_child(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _without_row_fsync() -> None:
-    """What-if: the manifest/rejected logs written without an fsync per row (one at close)."""
-    import mlbench.io
-
-    def write(self, row) -> None:  # type: ignore[no-untyped-def]
-        self._writer.writerow(row)
-
-    mlbench.io.CsvAppender.write = write  # type: ignore[method-assign]
-
-
 # -- main --------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -224,18 +215,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="prepare workers (0: all cores)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="alternate baseline / prepare@1024 this many times; keep the best")
-    parser.add_argument("--what-if", action="store_true",
-                        help="also run prepare@1024 with the per-row fsync of the CSV logs off")
+    parser.add_argument("--clean", action="store_true",
+                        help="delete the generated image set (kept for reruns) and exit")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.clean:
+        folder = bench_tmp(f"prepare-v{GEN_VERSION}")
+        shutil.rmtree(folder)
+        say(f"deleted {folder}")
+        return
 
     if args.child:
         kind, folder, limit, *rest = args.child
         if kind == "baseline":
             out = child_baseline(Path(folder), int(limit))
         else:
-            if kind == "prepare-nofsync":
-                _without_row_fsync()
             max_side, workers = int(rest[0]), int(rest[1]) or None
             out = child_prepare(Path(folder), int(limit), max_side, workers)
         print(json.dumps(out))
@@ -256,9 +251,6 @@ def main() -> None:
     plan += [("prepare@1024 small", ("prepare", folder, small, "1024", w)),
              ("prepare@320", ("prepare", folder, n, "320", w)),
              ("prepare@320 small", ("prepare", folder, small, "320", w))]
-    if args.what_if:
-        plan += [("prepare@1024 no-row-fsync", ("prepare-nofsync", folder, n, "1024", w)),
-                 ("prepare@320 no-row-fsync", ("prepare-nofsync", folder, n, "320", w))]
 
     runs: dict[str, dict] = {}
     tries: dict[str, list[float]] = {}

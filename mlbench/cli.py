@@ -173,8 +173,8 @@ def serve_local(
 ) -> None:
     """Serve results/runs/local/<ds>/models/<n>/ on 127.0.0.1 until Ctrl-C."""
     from mlbench import paths
-    from mlbench.services.local_model import MODEL_FILE
-    from mlbench.services.local_server import main as server_main
+    from mlbench.services.local.model import MODEL_FILE
+    from mlbench.services.local.server import main as server_main
 
     model_dir = paths.model_dir("local", dataset, ablation)
     if not (model_dir / MODEL_FILE).exists():
@@ -183,15 +183,14 @@ def serve_local(
 
 
 def _register_service_clis() -> None:
-    """Mount each service's own commands (`mlbench rekognition stop ...`) when it has some."""
-    from mlbench.services.base import _MODULES
+    """Mount each service's own commands (`mlbench rekognition stop ...`).
 
-    for name, module in _MODULES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        sub = getattr(mod, "cli", None)
+    Only the modules that define commands are imported, so every stage starts fast.
+    """
+    from mlbench.services.base import CLI_MODULES
+
+    for name, module in CLI_MODULES.items():
+        sub = getattr(importlib.import_module(module), "cli", None)
         if isinstance(sub, typer.Typer):
             app.add_typer(sub, name=name)
 

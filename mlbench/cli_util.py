@@ -26,3 +26,20 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_script(run: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
+    """Entry point of a seed-compatible script: a UserError is one line and status 2."""
+    import sys
+
+    import click
+
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    except click.ClickException as exc:  # a typer command called from the script
+        exc.show()
+        return exc.exit_code
+    return 0

@@ -24,6 +24,7 @@ import dataclasses
 import sys
 
 from mlbench import paths
+from mlbench.cli_util import run_script
 from mlbench.console import err
 from mlbench.errors import UserError
 
@@ -110,12 +111,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
-    return 0
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from mlbench import paths  # noqa: E402
+from mlbench.cli_util import run_script  # noqa: E402
 from mlbench.console import err  # noqa: E402
-from mlbench.errors import UserError  # noqa: E402
 
 SERVICE = "nyckel"
 
@@ -92,17 +92,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import click
-
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
+    return run_script(run, argv)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def test_dvc_repro_benchmarks_nyckel_and_huggingface_against_fakes(tmp_path):
 
     import yaml
 
-    from mlbench.data.sources.digits import CLASS_NAMES
+    from mlbench.data.sources.digits import Digits
     from tests.fakes.nyckel import NyckelFake
 
     root = Path(__file__).resolve().parents[1]
@@ -281,9 +281,9 @@ def test_dvc_repro_benchmarks_nyckel_and_huggingface_against_fakes(tmp_path):
     ny_secret, hf_token = "nyckel-e2e-secret", "hf_e2e_token"
     with NyckelFake(client_secret=ny_secret, train_delay=0.5) as ny, \
             HuggingFaceFake(token=hf_token) as hf:
-        centroids = {c: (i * 25.0, 255 - i * 25.0, 128.0) for i, c in enumerate(CLASS_NAMES)}
+        centroids = {c: (i * 25.0, 255 - i * 25.0, 128.0) for i, c in enumerate(Digits.class_names)}
         hf.add_endpoint("digits-5", centroids, label_style="ids", cold_requests=2)
-        hf.state.add_repo(Repo.autotrain_model("me/digits-5", sorted(CLASS_NAMES)))
+        hf.state.add_repo(Repo.autotrain_model("me/digits-5", sorted(Digits.class_names)))
         for server, pattern in ((ny.server, "invoke"), (hf.server, "endpoints")):
             server.inject(Fault(429, fraction=0.1, headers={"Retry-After": "0"},
                                 path_pattern=pattern))

@@ -14,11 +14,11 @@ from PIL import Image
 
 from mlbench.errors import UserError
 from mlbench.params import parse_params
-from mlbench.services._nyckel_api import RateLimiter, data_uri
-from mlbench.services._nyckel_auth import ClientCredentials, TokenProvider
 from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
 from mlbench.services.http import RetryPolicy, ServiceCallError
 from mlbench.services.nyckel import SAMPLES_FILE, STATE_FILE, NyckelService
+from mlbench.services.nyckel.api import RateLimiter, data_uri
+from mlbench.services.nyckel.auth import ClientCredentials, TokenProvider
 from tests.fakes.http_base import Fault
 from tests.fakes.nyckel import NyckelFake
 

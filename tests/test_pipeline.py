@@ -26,9 +26,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory) -> Path:
-    """A fresh project after one full `dvc repro` with the default params (fewer load calls)."""
-    root = make_project(tmp_path_factory.mktemp("e2e"), params={"load": {
-        "calls": 100, "concurrency": 10, "mode": "batch", "timeout": 30}})
+    """A fresh project after one full `dvc repro`: default params, a lighter test and load."""
+    root = make_project(tmp_path_factory.mktemp("e2e"), params={
+        "test_per_class": 30,
+        "load": {"calls": 100, "concurrency": 10, "mode": "batch", "timeout": 30}})
     run(["dvc", "repro"], root)
     return root
 
@@ -41,7 +42,9 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
     assert (data / "manifest.csv").exists() and (data / "rejected.csv").exists()
     csvs = [p.name for p in (data / "ablations").glob("*.csv") if p.name != "ablations.csv"]
     assert len(csvs) == 27  # 9 formats x the 3 sizes digits can give (5, 20, 80)
-    assert len(list((data / "tests").glob("digits_test_*.csv"))) == 5
+    tests = list((data / "tests").glob("digits_test_*.csv"))
+    assert len(tests) == 5
+    assert len((data / "tests" / "digits_test_local.csv").read_text().splitlines()) == 301
     assert (data / "uploads" / "training_uploads_80").is_dir()
 
     metrics = json.loads((repro / "results" / "metrics.json").read_text())["local"]["digits"]

@@ -26,12 +26,12 @@ from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
 from mlbench.params import parse_params
-from mlbench.services import rekognition_lifecycle as life
 from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
 from mlbench.services.http import ServiceCallError
 from mlbench.services.rekognition import MAX_IMAGE_BYTES, RekognitionService, cli, fit_image
-from mlbench.services.rekognition_aws import RekognitionSettings
-from mlbench.services.rekognition_s3 import LABEL_ATTRIBUTE, class_folder
+from mlbench.services.rekognition import lifecycle as life
+from mlbench.services.rekognition.aws import RekognitionSettings
+from mlbench.services.rekognition.s3 import LABEL_ATTRIBUTE, class_folder
 from tests.fakes.http_base import Fault
 from tests.fakes.rekognition import FakeRekognition, RekognitionBackend
 

@@ -32,7 +32,7 @@ from mlbench.services.vertex import (
     check_minimum,
     import_csv,
 )
-from mlbench.services.vertex_settings import VertexSettings
+from mlbench.services.vertex.settings import VertexSettings
 from tests.fakes.vertex import Fault, VertexFake, VertexState, write_service_account_key
 
 PROJECT = "mlbench-test"

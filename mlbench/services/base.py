@@ -182,6 +182,14 @@ _MODULES = {
 }
 
 
+# Services with commands of their own (`mlbench <service> ...`), and where those live.
+CLI_MODULES = {
+    "nyckel": "mlbench.services.nyckel",
+    "vertex": "mlbench.services.vertex.cli",
+    "rekognition": "mlbench.services.rekognition",
+}
+
+
 def service_names() -> list[str]:
     return list(_MODULES)
 

@@ -33,7 +33,7 @@ def die_with_parent() -> None:
 def build_app(model_dir: Path):
     from aiohttp import web
 
-    from mlbench.services.local_model import LocalModel
+    from mlbench.services.local.model import LocalModel
 
     model = LocalModel.load(model_dir)
     model.warm_up()  # load the ONNX session before saying ready: no cold first request

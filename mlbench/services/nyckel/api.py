@@ -25,7 +25,6 @@ from urllib.parse import urljoin
 import requests
 
 from mlbench.errors import UserError
-from mlbench.services._nyckel_auth import ENV_CLIENT_ID, ENV_CLIENT_SECRET, TokenProvider
 from mlbench.services.http import (
     RETRY_STATUSES,
     RetryPolicy,
@@ -33,6 +32,7 @@ from mlbench.services.http import (
     image_mime,
     retry_after_seconds,
 )
+from mlbench.services.nyckel.auth import ENV_CLIENT_ID, ENV_CLIENT_SECRET, TokenProvider
 
 #: Nyckel's documented limits: 25 requests/s and 25 requests in flight per account.
 NYCKEL_MAX_RPS = 25.0

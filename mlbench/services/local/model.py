@@ -14,7 +14,7 @@ import joblib
 from PIL import Image
 from sklearn.pipeline import Pipeline
 
-from mlbench.services.local_features import Extractor, make_extractor
+from mlbench.services.local.features import Extractor, make_extractor
 
 MODEL_FILE = "head.joblib"
 

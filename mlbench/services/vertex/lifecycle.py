@@ -20,8 +20,8 @@ from typing import Any
 from mlbench.console import err, warn
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
-from mlbench.services.vertex_api import ApiError, VertexApi, resource_of
-from mlbench.services.vertex_settings import VertexSettings
+from mlbench.services.vertex.api import ApiError, VertexApi, resource_of
+from mlbench.services.vertex.settings import VertexSettings
 
 IMAGE_METADATA_SCHEMA = "gs://google-cloud-aiplatform/schema/dataset/metadata/image_1.0.0.yaml"
 SINGLE_LABEL_IO = ("gs://google-cloud-aiplatform/schema/dataset/ioformat/"

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlbench.console import err
 from mlbench.errors import UserError
-from mlbench.services.rekognition_aws import VERSION_ARN_RE, error_code, poll
+from mlbench.services.rekognition.aws import VERSION_ARN_RE, error_code, poll
 
 #: Version states from which the model can be (or already is) started.
 TRAINED = frozenset({"TRAINING_COMPLETED", "STARTING", "RUNNING", "STOPPING", "STOPPED",

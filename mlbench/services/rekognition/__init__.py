@@ -1,6 +1,6 @@
 """AWS Rekognition Custom Labels: the seed's console steps, driven by the API.
 
-upload   the ablation to S3 (`rekognition_s3`) and the Ground Truth manifests next to it;
+upload   the ablation to S3 (`rekognition.s3`) and the Ground Truth manifests next to it;
 train    project + TRAIN/TEST datasets from those manifests + a project version, waited for;
 connect  start the model (MinInferenceUnits from params) and wait until RUNNING;
 predict  DetectCustomLabels with MinConfidence 0 (otherwise labels under their trained
@@ -11,7 +11,7 @@ A model trained elsewhere can be benchmarked by giving its ARN in params.yaml
 (`rekognition.models.<dataset>.<ablation>`): nothing is uploaded or trained then.
 
 What a run created is recorded in `<state_dir>/rekognition.json`; the names it creates are
-deterministic as well (see `rekognition_lifecycle`), so a rerun continues and never duplicates.
+deterministic as well (see `rekognition.lifecycle`), so a rerun continues and never duplicates.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from mlbench.cli_util import user_errors
 from mlbench.console import err
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_bytes, atomic_write_json, read_json
-from mlbench.services import rekognition_lifecycle as life
-from mlbench.services import rekognition_s3 as s3up
 from mlbench.services.base import (
     AblationSplit,
     ModelRef,
@@ -40,7 +38,9 @@ from mlbench.services.base import (
     register,
 )
 from mlbench.services.http import RetryPolicy, ServiceCallError
-from mlbench.services.rekognition_aws import (
+from mlbench.services.rekognition import lifecycle as life
+from mlbench.services.rekognition import s3 as s3up
+from mlbench.services.rekognition.aws import (
     Aws,
     RekognitionSettings,
     error_code,

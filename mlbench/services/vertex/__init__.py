@@ -46,10 +46,10 @@ from mlbench.services.base import (
     register,
 )
 from mlbench.services.http import HttpRequest, HttpService, RetryPolicy, ServiceCallError
-from mlbench.services.vertex_api import TokenSource, VertexApi, parse_time
-from mlbench.services.vertex_cli import cli
-from mlbench.services.vertex_gcs import FOLDER, ML_USE, UploadItem
-from mlbench.services.vertex_lifecycle import (
+from mlbench.services.vertex.api import TokenSource, VertexApi, parse_time
+from mlbench.services.vertex.cli import cli
+from mlbench.services.vertex.gcs import FOLDER, ML_USE, UploadItem
+from mlbench.services.vertex.lifecycle import (
     Lifecycle,
     RunNames,
     RunState,
@@ -57,7 +57,7 @@ from mlbench.services.vertex_lifecycle import (
     note,
     undeploy_all,
 )
-from mlbench.services.vertex_settings import VertexSettings
+from mlbench.services.vertex.settings import VertexSettings
 
 __all__ = ["VertexService", "cli"]
 
@@ -259,7 +259,7 @@ class VertexService(HttpService):
 
     def upload_images(self, split: AblationSplit) -> str:
         """Upload the images + import CSV (idempotent); return the CSV's gs:// URI."""
-        from mlbench.services.vertex_gcs import ensure_bucket, put_text, storage_client, sync_files
+        from mlbench.services.vertex.gcs import ensure_bucket, put_text, storage_client, sync_files
 
         tests = self.test_images()
         check_minimum(split, tests)

@@ -32,8 +32,6 @@ import typer
 from mlbench.cli_util import user_errors
 from mlbench.errors import UserError
 from mlbench.io import CsvAppender, atomic_write_json, read_json
-from mlbench.services._nyckel_api import NYCKEL_MAX_IN_FLIGHT, NYCKEL_MAX_RPS, NyckelApi, data_uri
-from mlbench.services._nyckel_auth import ClientCredentials, TokenProvider, api_url
 from mlbench.services.base import (
     AblationSplit,
     ImageRef,
@@ -44,6 +42,8 @@ from mlbench.services.base import (
     utc_now,
 )
 from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
+from mlbench.services.nyckel.api import NYCKEL_MAX_IN_FLIGHT, NYCKEL_MAX_RPS, NyckelApi, data_uri
+from mlbench.services.nyckel.auth import ClientCredentials, TokenProvider, api_url
 
 STATE_FILE = "nyckel.json"
 SAMPLES_FILE = "nyckel_samples.csv"

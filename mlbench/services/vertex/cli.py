@@ -8,12 +8,11 @@ another `evaluate`/`load`, `status` shows what exists. Registered by mlbench.cli
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mlbench.cli_util import user_errors
 from mlbench.console import err
 from mlbench.errors import UserError
 
@@ -24,21 +23,6 @@ cli = typer.Typer(help="Google Vertex AI: undeploy (stop paying), deploy again, 
                   no_args_is_help=True)
 DatasetArg = Annotated[str, typer.Argument(help="Dataset name (see params.yaml datasets).")]
 AblationArg = Annotated[str, typer.Argument(help="Images per class of the model, or `all`.")]
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """One red line and exit status 2 for a UserError, as every mlbench command does."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _sizes(dataset: str, ablation: str) -> list[int]:
@@ -66,7 +50,7 @@ def _open(dataset: str, n: int) -> VertexService:
 
 
 @cli.command("undeploy")
-@_user_errors
+@user_errors
 def undeploy_cmd(
     dataset: DatasetArg,
     ablation: AblationArg,
@@ -83,7 +67,7 @@ def undeploy_cmd(
 
 
 @cli.command("deploy")
-@_user_errors
+@user_errors
 def deploy_cmd(dataset: DatasetArg, ablation: AblationArg) -> None:
     """Deploy a trained model again (after `undeploy`) so `evaluate`/`load` can call it."""
     for n in _sizes(dataset, ablation):
@@ -92,7 +76,7 @@ def deploy_cmd(dataset: DatasetArg, ablation: AblationArg) -> None:
 
 
 @cli.command("status")
-@_user_errors
+@user_errors
 def status_cmd(dataset: DatasetArg, ablation: AblationArg = "all") -> None:
     """Show what each ablation's run created and whether a model is deployed (billing)."""
     for n in _sizes(dataset, ablation):

@@ -25,10 +25,10 @@ from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, register, utc_now
 from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
-from mlbench.services.local_features import EmbeddingCache, make_extractor
-from mlbench.services.local_head import HEAD_VERSION, cv_accuracy, fit_head
-from mlbench.services.local_model import MODEL_FILE, LocalModel
-from mlbench.services.local_server import READY_PREFIX
+from mlbench.services.local.features import EmbeddingCache, make_extractor
+from mlbench.services.local.head import HEAD_VERSION, cv_accuracy, fit_head
+from mlbench.services.local.model import MODEL_FILE, LocalModel
+from mlbench.services.local.server import READY_PREFIX
 
 STARTUP_TIMEOUT = 120.0
 
@@ -140,7 +140,7 @@ class ServerProcess:
         # the server's stderr, read back only to explain a failed start; closed by stop()
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlbench.services.local_server", str(model_dir),
+            [sys.executable, "-m", "mlbench.services.local.server", str(model_dir),
              "--die-with-parent"],
             stdout=subprocess.PIPE, stderr=self._log, text=True,
         )
