@@ -54,6 +54,35 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+class CsvDraft:
+    """A CSV written row by row to a temp file, renamed over `path` only when complete.
+
+    For outputs rebuilt from scratch (prepare's manifest): memory stays flat however many rows,
+    and a crash leaves the previous file (or none), never a partial one.
+    """
+
+    def __init__(self, path: Path, header: Sequence[str]):
+        self.path, self.header = path, header
+        self.tmp = path.with_name(f".{path.name}.draft")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> CsvDraft:
+        self._fh = self.tmp.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._writer.writerow(self.header)
+        return self
+
+    def write(self, row: Sequence[Any]) -> None:
+        self._writer.writerow(row)
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._fh.close()
+        if exc_type is None:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
 class CsvAppender:
     """Append rows to a CSV log, flushing each row to disk, writing the header once.
 

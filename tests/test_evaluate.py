@@ -30,7 +30,7 @@ def _use_hog(project: Path, **extra) -> None:
 
 
 def _server_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "mlbench.services.local.server"], capture_output=True,
+    out = subprocess.run(["pgrep", "-f", "mlbench/services/local/server.py"], capture_output=True,
                          text=True).stdout
     return {int(p) for p in out.split()}
 

@@ -42,6 +42,10 @@ class Messy(DatasetSource):
         buf = io.BytesIO()
         Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="JPEG")
         (raw / "train/blue/truncated.jpg").write_bytes(buf.getvalue()[:200])
+        # cut mid-scan: only a full decode of every block notices (also at 1/8 DCT scale)
+        noisy = io.BytesIO()
+        Image.effect_noise((320, 240), 60).convert("RGB").save(noisy, format="JPEG")
+        (raw / "train/blue/half.jpg").write_bytes(noisy.getvalue()[: len(noisy.getvalue()) // 2])
         (raw / "train/blue/notes.jpg").write_bytes(b"not an image")
         # test: one clean image, one exact copy of a train image (leakage), one name clash
         _save(raw / "test/blue/t1.png", Image.new("RGB", (20, 20), (5, 5, 250)), "PNG")
@@ -78,11 +82,11 @@ def test_prepare_handles_the_real_world_mess(messy, workers):
 
     # corrupt files: rejected with a reason, the run succeeds
     bad = {Path(r["source"]).name: r["reason"] for r in rejected}
-    assert "truncated.jpg" in bad and "notes.jpg" in bad
-    assert all(bad[n] for n in ("truncated.jpg", "notes.jpg"))
+    assert {"truncated.jpg", "notes.jpg", "half.jpg"} <= set(bad)
+    assert all(bad[n] for n in ("truncated.jpg", "notes.jpg", "half.jpg"))
     # leakage: the test copy of a train image is removed from test and listed
     assert "copy.jpg" in bad and "leakage" in bad["copy.jpg"]
-    assert summary.leaked == 1 and summary.rejected == 2
+    assert summary.leaked == 1 and summary.rejected == 3
     # every kept image is RGB, no larger than max_side, aspect kept
     for row in manifest.values():
         with Image.open(row["path"]) as img:
@@ -117,7 +121,7 @@ def test_clean_images_are_kept_bit_identical(messy):
 
 def test_plan_outputs_gives_unique_names_across_classes():
     items = [RawImage(Path(f"raw/{c}/img 1.JPG"), c, "train") for c in ("a", "b", "c")]
-    names = [out.name for _, out in plan_outputs("x", items)]
+    names = [Path(out).name for *_, out in plan_outputs("x", items)]
     assert len(set(n.lower() for n in names)) == 3
     assert names[0] == "img_1.jpg"
 

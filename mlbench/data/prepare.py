@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from mlbench.data.images import Outcome, output_suffix, process_image
 from mlbench.data.sources import get_source
 from mlbench.data.sources.base import RawImage
 from mlbench.errors import UserError
-from mlbench.io import atomic_write_csv, atomic_write_text
+from mlbench.io import CsvDraft, atomic_write_text
 
 MANIFEST_HEADER = ["path", "filename", "class", "split", "sha256", "width", "height"]
 REJECTED_HEADER = ["source", "class", "split", "reason"]
@@ -48,8 +49,15 @@ def safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._") or "image"
 
 
-def plan_outputs(ds: str, items: list[RawImage]) -> list[tuple[RawImage, Path]]:
-    """Give each raw image its output path, with a file name unique across the dataset."""
+Planned = tuple[str, str, str, str]  # split, class, raw path, output path (plain strings)
+
+
+def plan_outputs(ds: str, items: Iterable[RawImage]) -> list[Planned]:
+    """Give each raw image its output path, with a file name unique across the dataset.
+
+    Train images come first, so a test image can be checked for leakage as soon as its own
+    result arrives. Plain string tuples keep the plan small (a few hundred bytes an image).
+    """
     used: set[str] = set()
     planned = []
     for item in sorted(items, key=lambda i: (i.split != "train", i.class_name, str(i.path))):
@@ -58,7 +66,8 @@ def plan_outputs(ds: str, items: list[RawImage]) -> list[tuple[RawImage, Path]]:
         while name.lower() in used:
             name, k = f"{stem}_{k}{suffix}", k + 1
         used.add(name.lower())
-        planned.append((item, paths.split_dir(ds, item.split) / item.class_name / name))
+        out = paths.split_dir(ds, item.split) / item.class_name / name
+        planned.append((item.split, item.class_name, str(item.path), str(out)))
     return planned
 
 
@@ -66,15 +75,14 @@ def _work(task: tuple[str, str, int]) -> Outcome:
     return process_image(*task)
 
 
-def _outcomes(tasks: Iterable[tuple[str, str, int]], count: int,
-              workers: int) -> Iterator[Outcome]:
-    """Results in task order, streamed (no image data is held beyond its worker)."""
-    if workers <= 1 or count < 64:
-        yield from map(_work, tasks)
-        return
-    chunk = max(16, min(256, count // (workers * 4)))
-    with get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_work, tasks, chunksize=chunk)
+def _results(pool: Pool | None, planned: list[Planned], max_side: int,
+             workers: int) -> Iterator[Outcome]:
+    """Outcomes in plan order, streamed: no image data is held beyond its worker."""
+    tasks = ((src, out, max_side) for _, _, src, out in planned)
+    if pool is None:
+        return map(_work, tasks)
+    chunk = max(16, min(256, len(planned) // (workers * 4)))
+    return pool.imap(_work, tasks, chunksize=chunk)
 
 
 def prepare_dataset(ds: str, max_side: int, workers: int | None = None) -> PrepareSummary:
@@ -82,57 +90,59 @@ def prepare_dataset(ds: str, max_side: int, workers: int | None = None) -> Prepa
     raw = paths.raw_dir(ds)
     if not raw.exists():
         raise UserError(f"{raw}: missing; run `mlbench fetch {ds}` (or `dvc repro`) first")
-    items = list(source.images(raw))
-    if not items:
-        raise UserError(f"{raw}: no images found for {ds}; delete the folder and fetch again")
+    workers = workers or os.cpu_count() or 1
+    # the pool is forked before the plan exists, so workers do not inherit (and grow with) it
+    pool = get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        return _prepare(ds, source.images(raw), max_side, pool, workers)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
 
+
+def _prepare(ds: str, items: Iterable[RawImage], max_side: int, pool: Pool | None,
+             workers: int) -> PrepareSummary:
+    planned = plan_outputs(ds, items)
+    if not planned:
+        raise UserError(f"{paths.raw_dir(ds)}: no images found for {ds}; delete the folder and "
+                        "fetch again")
     for split in ("train", "test"):
         shutil.rmtree(paths.split_dir(ds, split), ignore_errors=True)
-    for f in (paths.manifest_file(ds), paths.rejected_file(ds)):
-        f.unlink(missing_ok=True)
 
-    planned = plan_outputs(ds, items)
-    del items
-    tasks = ((str(item.path), str(out), max_side) for item, out in planned)
-    workers = workers or os.cpu_count() or 1
-    # small tuples only: memory grows by a few hundred bytes an image, never by pixels
-    kept: list[tuple[str, str, str, str, str, int, int]] = []  # split class src out sha w h
-    rejected: list[tuple[str, str, str, str]] = []
-    with tqdm(total=len(planned), desc=f"prepare {ds}", unit="img") as bar:
-        for (item, _), o in zip(planned, _outcomes(tasks, len(planned), workers), strict=True):
-            bar.update()
-            if o.ok:
-                kept.append((item.split, item.class_name, str(item.path), o.out_path, o.sha256,
-                             o.width, o.height))
-            else:
-                rejected.append((str(item.path), item.class_name, item.split, o.reason))
-
-    train_hashes = {sha: out for split, _, _, out, sha, _, _ in kept if split == "train"}
-    leaked = 0
+    train_hashes: dict[str, str] = {}
     written: Counter[str] = Counter()
-    manifest = []
-    for split, cls, src, out, sha, width, height in kept:
-        if split == "test" and sha in train_hashes:
-            Path(out).unlink()
-            rejected.append((src, cls, "test",
-                             f"duplicate of train image {train_hashes[sha]} (leakage)"))
-            leaked += 1
-            continue
-        written[split] += 1
-        manifest.append((out, Path(out).name, cls, split, sha, width, height))
-    # written once at the end: prepare starts from scratch anyway, so nothing to resume
-    atomic_write_csv(paths.manifest_file(ds), MANIFEST_HEADER, manifest)
-    atomic_write_csv(paths.rejected_file(ds), REJECTED_HEADER, rejected)
+    classes: set[str] = set()
+    rejected = leaked = 0
+    # rows stream to temp files renamed at the end: prepare restarts from scratch anyway
+    with CsvDraft(paths.manifest_file(ds), MANIFEST_HEADER) as manifest, \
+            CsvDraft(paths.rejected_file(ds), REJECTED_HEADER) as rejects, \
+            tqdm(total=len(planned), desc=f"prepare {ds}", unit="img") as bar:
+        for (split, cls, src, out), o in zip(planned, _results(pool, planned, max_side, workers),
+                                             strict=True):
+            bar.update()
+            if not o.ok:
+                rejects.write((src, cls, split, o.reason))
+                rejected += 1
+            elif split == "test" and o.sha256 in train_hashes:
+                Path(out).unlink()
+                rejects.write((src, cls, "test",
+                               f"duplicate of train image {train_hashes[o.sha256]} (leakage)"))
+                leaked += 1
+            else:
+                if split == "train":
+                    train_hashes.setdefault(o.sha256, out)
+                    classes.add(cls)
+                written[split] += 1
+                manifest.write((out, Path(out).name, cls, split, o.sha256, o.width, o.height))
 
-    classes = sorted({cls for split, cls, *_ in kept if split == "train"})
     if not classes:
         raise UserError(f"{ds}: no readable training image; see {paths.rejected_file(ds)}")
-    atomic_write_text(paths.classes_file(ds), "".join(f"{c}\n" for c in classes))
-    n_rejected = len(rejected)
-    if n_rejected:
-        err.print(f"[yellow]{ds}: {n_rejected} image(s) rejected, see "
+    atomic_write_text(paths.classes_file(ds), "".join(f"{c}\n" for c in sorted(classes)))
+    if rejected + leaked:
+        err.print(f"[yellow]{ds}: {rejected + leaked} image(s) rejected, see "
                   f"{paths.rejected_file(ds)}[/yellow]")
-    return PrepareSummary(ds, dict(written), n_rejected - leaked, leaked, len(classes))
+    return PrepareSummary(ds, dict(written), rejected, leaked, len(classes))
 
 
 def read_classes(ds: str) -> list[str]:

@@ -8,6 +8,7 @@ HTTP server on 127.0.0.1, so `predict` goes through the same HTTP client path as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, register, utc_now
 from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
+from mlbench.services.local import server
 from mlbench.services.local.features import EmbeddingCache, make_extractor
 from mlbench.services.local.head import HEAD_VERSION, cv_accuracy, fit_head
 from mlbench.services.local.model import MODEL_FILE, LocalModel
@@ -140,8 +142,9 @@ class ServerProcess:
         # the server's stderr, read back only to explain a failed start; closed by stop()
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlbench.services.local.server", str(model_dir),
-             "--die-with-parent"],
+            # run by file path, not `-m`: `-m` would put the cwd first on sys.path, and a
+            # project folder holding a copy of `mlbench/` would shadow the installed package
+            [sys.executable, server.__file__, str(model_dir), "--die-with-parent"],
             stdout=subprocess.PIPE, stderr=self._log, text=True,
         )
         self.url = self._wait_ready()
@@ -154,8 +157,11 @@ class ServerProcess:
         reader.join(STARTUP_TIMEOUT)
         first = line[0] if line else ""
         if not first.startswith(READY_PREFIX):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            why = self._stderr_tail() or first or f"exit status {self.proc.returncode}"
             self.stop()
-            raise RuntimeError(f"local model server did not start: {self._stderr_tail() or first}")
+            raise RuntimeError(f"local model server did not start: {why}")
         base = first[len(READY_PREFIX):].strip()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
