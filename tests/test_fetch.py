@@ -42,7 +42,7 @@ def ctx(server: MirrorServer, **settings) -> FetchContext:
     return FetchContext(settings=settings, mirror=server.url)
 
 
-BLOB_REMOTE = [Remote(name="blob.bin", url="http://192.0.2.1/never-contacted/blob.bin")]
+BLOB_REMOTE = [Remote(name="blob.bin", url="http://127.0.0.1:9/never-contacted/blob.bin")]
 
 
 # -- plain download, record, idempotence --------------------------------------------------------
@@ -61,7 +61,7 @@ def test_download_records_sha256_and_second_run_is_offline(server, tmp_path):
 
 
 def test_mirror_keeps_original_file_names_url_quoted(server, tmp_path):
-    remote = [Remote(name="a file.zip", url="http://192.0.2.1/a%20file.zip")]
+    remote = [Remote(name="a file.zip", url="http://127.0.0.1:9/a%20file.zip")]
     fetch_files("demo", tmp_path, ctx(server), remote)
     assert (tmp_path / "a file.zip").read_bytes() == b"spaced name"
     assert server.log[-1].path == "/a file.zip"
@@ -69,7 +69,7 @@ def test_mirror_keeps_original_file_names_url_quoted(server, tmp_path):
 
 def test_url_setting_replaces_the_file_list(server, tmp_path):
     c = FetchContext(settings={"url": [f"{server.url}/blob.bin", f"{server.url}/a%20file.zip"]},
-                     mirror="http://192.0.2.1/unused")
+                     mirror="http://127.0.0.1:9/unused")
     files = fetch_files("demo", tmp_path, c, BLOB_REMOTE)
     assert sorted(p.name for p in files) == ["a file.zip", "blob.bin"]
 
@@ -138,7 +138,7 @@ def test_5xx_and_429_are_retried(server, tmp_path):
 
 
 def test_404_is_one_line_user_error_without_retry(server, tmp_path):
-    remote = [Remote(name="gone.tar", url="http://192.0.2.1/gone.tar")]
+    remote = [Remote(name="gone.tar", url="http://127.0.0.1:9/gone.tar")]
     with pytest.raises(UserError, match=r"HTTP 404.*MLBENCH_MIRROR") as info:
         fetch_files("demo", tmp_path, ctx(server), remote)
     assert "\n" not in str(info.value)
@@ -172,18 +172,18 @@ def test_tampered_file_on_disk_is_refused_and_deleted(server, tmp_path):
 
 
 def test_published_md5_mismatch_is_refused(server, tmp_path):
-    remote = [Remote(name="blob.bin", url="http://x/blob.bin", md5="0" * 32)]
+    remote = [Remote(name="blob.bin", url="http://127.0.0.1:9/blob.bin", md5="0" * 32)]
     with pytest.raises(UserError, match=r"md5 \(published\)"):
         fetch_files("demo", tmp_path, ctx(server), remote)
     assert not (tmp_path / "blob.bin").exists()
-    good = [Remote(name="blob.bin", url="http://x/blob.bin",
+    good = [Remote(name="blob.bin", url="http://127.0.0.1:9/blob.bin",
                    md5=hashlib.md5(BLOB).hexdigest())]
     fetch_files("demo", tmp_path, ctx(server), good)
     assert (tmp_path / "blob.bin").exists()
 
 
 def test_pinned_sha256_overrides_published_checksum(server, tmp_path):
-    remote = [Remote(name="blob.bin", url="http://x/blob.bin", md5="0" * 32)]
+    remote = [Remote(name="blob.bin", url="http://127.0.0.1:9/blob.bin", md5="0" * 32)]
     fetch_files("demo", tmp_path, ctx(server, sha256=sha(BLOB)), remote)
     assert (tmp_path / "blob.bin").read_bytes() == BLOB
     with pytest.raises(UserError, match="pinned"):
@@ -192,7 +192,7 @@ def test_pinned_sha256_overrides_published_checksum(server, tmp_path):
 
 # -- settings -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, message", [
-    ({"urls": "http://x/a.zip"}, "sources.demo.urls: unknown key"),
+    ({"urls": "http://127.0.0.1:9/a.zip"}, "sources.demo.urls: unknown key"),
     ({"url": 3}, "sources.demo.url: must be a URL"),
     ({"retries": -1}, "sources.demo.retries"),
     ({"sha256": {"nope.zip": "ab"}}, "no file named 'nope.zip'"),
