@@ -7,6 +7,7 @@ traceback deep inside a stage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -206,3 +207,62 @@ def load_params(path: Path = paths.PARAMS_FILE) -> Params:
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}:{where} is not valid YAML; fix the syntax") from exc
     return parse_params(data)
+
+
+class SettingsBlock:
+    """Typed reads from one service's block of params.yaml (`nyckel:`, `vertex:`, ...).
+
+    Each service validates its own block through this, so every bad value reads the same way:
+    one line `params.yaml: <block>.<key>: <what is allowed>, got <value>`; an unknown key (a
+    typo) is refused rather than silently ignored.
+    """
+
+    def __init__(self, block: str, raw: Mapping[str, Any] | None, known: Iterable[str]):
+        self.block = block
+        self.raw: Mapping[str, Any] = raw or {}
+        if not isinstance(self.raw, Mapping):
+            raise UserError(f"params.yaml: {block}: must be a mapping of settings, got {raw!r}")
+        names = sorted(known)
+        unknown = sorted(set(self.raw) - set(names))
+        if unknown:
+            raise UserError(f"params.yaml: {block}.{unknown[0]}: unknown setting; use one of "
+                            f"{', '.join(names)}")
+
+    def fail(self, key: str, allowed: str, value: Any) -> UserError:
+        return UserError(f"params.yaml: {self.block}.{key}: {allowed}, got {value!r}")
+
+    def number(self, key: str, default: float | None, lo: float, hi: float | None = None, *,
+               integer: bool = False, lo_open: bool = False) -> Any:
+        """A number in [lo, hi] (or (lo, hi] with `lo_open`; no upper bound when hi is None)."""
+        value = self.raw.get(key, default)
+        kind = int if integer else int | float
+        ok = (not isinstance(value, bool) and isinstance(value, kind)
+              and (lo < value if lo_open else lo <= value) and (hi is None or value <= hi))
+        if not ok:
+            what = "an integer" if integer else "a number"
+            span = (f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]" if hi is not None
+                    else f"{'>' if lo_open else '>='} {lo:g}")
+            raise self.fail(key, f"must be {what} {span}", value)
+        return value if integer else float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false", value)
+        return value
+
+    def text(self, key: str, default: str | None, *, allow_empty: bool = False) -> str | None:
+        """A string (stripped); None stays None when that is the default."""
+        value = self.raw.get(key, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str) or (not value.strip() and not allow_empty):
+            raise self.fail(key, "must be a non-empty string", value)
+        return value.strip()
+
+    def mapping(self, key: str, shape: str) -> Mapping[str, Any]:
+        """A mapping such as dataset -> ablation -> id (`shape` says which, for the error)."""
+        value = self.raw.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must map {shape}", value)
+        return value

@@ -75,3 +75,22 @@ def test_broken_yaml_is_a_user_error(tmp_path):
     f.write_text("datasets: [digits\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(f)
+
+
+def test_service_settings_blocks_read_the_same_way():
+    from mlbench.params import SettingsBlock
+
+    with pytest.raises(UserError, match=r"^params.yaml: nyckel.tokn: unknown setting; use one of"):
+        SettingsBlock("nyckel", {"tokn": 1}, ["token", "rps"])
+    block = SettingsBlock("vertex", {"rps": 0, "on": "yes", "n": 2.5, "ids": [1]},
+                          ["rps", "on", "n", "ids", "name"])
+    with pytest.raises(UserError, match=r"vertex.rps: must be a number in \(0, 25\], got 0"):
+        block.number("rps", None, 0, 25, lo_open=True)
+    with pytest.raises(UserError, match="vertex.on: must be true or false, got 'yes'"):
+        block.boolean("on", False)
+    with pytest.raises(UserError, match="vertex.n: must be an integer >= 1, got 2.5"):
+        block.number("n", None, 1, integer=True)
+    with pytest.raises(UserError, match="vertex.ids: must map dataset -> id"):
+        block.mapping("ids", "dataset -> id")
+    assert block.text("name", "mlbench") == "mlbench"
+    assert block.number("missing", 3, 1, 5) == 3.0

@@ -31,6 +31,7 @@ from typing import Any
 
 from mlbench import paths
 from mlbench.errors import UserError
+from mlbench.params import SettingsBlock
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, ServiceContext, register
 from mlbench.services.http import HttpRequest, HttpService, ServiceCallError, image_mime
 
@@ -51,27 +52,15 @@ class HuggingFaceSettings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> HuggingFaceSettings:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise UserError(f"params.yaml: huggingface.{unknown[0]}: unknown setting; known: "
-                            f"{', '.join(sorted(known))}")
-        maps = {}
-        for key in ("endpoints", "models", "train_seconds"):
-            value = raw.get(key) or {}
-            if not isinstance(value, Mapping):
-                raise UserError(f"params.yaml: huggingface.{key}: must map dataset -> value (or "
-                                f"dataset -> ablation -> value), got {value!r}")
-            maps[key] = value
-        warmup = raw.get("warmup", cls.warmup)
-        if not isinstance(warmup, bool):
-            raise UserError(f"params.yaml: huggingface.warmup: must be true or false, "
-                            f"got {warmup!r}")
-        timeout = raw.get("warmup_timeout", cls.warmup_timeout)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise UserError("params.yaml: huggingface.warmup_timeout: must be a positive number "
-                            f"of seconds, got {timeout!r}")
-        return cls(warmup=warmup, warmup_timeout=float(timeout), **maps)
+        block = SettingsBlock("huggingface", raw, cls.__dataclass_fields__)
+        shape = "dataset -> value (or dataset -> ablation -> value)"
+        return cls(
+            endpoints=block.mapping("endpoints", shape),
+            models=block.mapping("models", shape),
+            train_seconds=block.mapping("train_seconds", shape),
+            warmup=block.boolean("warmup", cls.warmup),
+            warmup_timeout=block.number("warmup_timeout", cls.warmup_timeout, 0, lo_open=True),
+        )
 
     def lookup(self, key: str, ds: str, n: int) -> Any:
         """`huggingface.<key>.<ds>.<n>`, or `huggingface.<key>.<ds>` when that is one value."""

@@ -32,6 +32,7 @@ import typer
 from mlbench.cli_util import user_errors
 from mlbench.errors import UserError
 from mlbench.io import CsvAppender, atomic_write_json, read_json
+from mlbench.params import SettingsBlock
 from mlbench.services.base import (
     AblationSplit,
     ImageRef,
@@ -63,41 +64,17 @@ class NyckelSettings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> NyckelSettings:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise UserError(f"params.yaml: nyckel.{unknown[0]}: unknown setting; known: "
-                            f"{', '.join(sorted(known))}")
-        functions = raw.get("functions") or {}
-        if not isinstance(functions, Mapping):
-            raise UserError("params.yaml: nyckel.functions: must map dataset -> ablation -> "
-                            f"function id, got {functions!r}")
-        prefix = raw.get("function_prefix", cls.function_prefix)
-        if not isinstance(prefix, str) or not prefix.strip():
-            raise UserError(f"params.yaml: nyckel.function_prefix: must be a name, got {prefix!r}")
-
-        def number(key: str, default: float, lo: float, hi: float) -> float:
-            value = raw.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                lo < value <= hi
-            ):
-                raise UserError(f"params.yaml: nyckel.{key}: must be a number in ({lo:g}, {hi:g}]"
-                                f", got {value!r}")
-            return float(value)
-
-        concurrency = raw.get("upload_concurrency", cls.upload_concurrency)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not (
-            1 <= concurrency <= NYCKEL_MAX_IN_FLIGHT
-        ):
-            raise UserError("params.yaml: nyckel.upload_concurrency: must be an integer from 1 "
-                            f"to {NYCKEL_MAX_IN_FLIGHT}, got {concurrency!r}")
+        block = SettingsBlock("nyckel", raw, cls.__dataclass_fields__)
         return cls(
-            functions=functions,
-            function_prefix=prefix.strip(),
-            train_timeout=number("train_timeout", cls.train_timeout, 0, 7 * 24 * 3600),
-            poll_interval=number("poll_interval", cls.poll_interval, 0, 600),
-            upload_concurrency=concurrency,
-            rps=number("rps", cls.rps, 0, NYCKEL_MAX_RPS),
+            functions=block.mapping("functions", "dataset -> ablation -> function id"),
+            function_prefix=block.text("function_prefix", cls.function_prefix),
+            train_timeout=block.number("train_timeout", cls.train_timeout, 0, 7 * 24 * 3600,
+                                       lo_open=True),
+            poll_interval=block.number("poll_interval", cls.poll_interval, 0, 600,
+                                       lo_open=True),
+            upload_concurrency=block.number("upload_concurrency", cls.upload_concurrency, 1,
+                                            NYCKEL_MAX_IN_FLIGHT, integer=True),
+            rps=block.number("rps", cls.rps, 0, NYCKEL_MAX_RPS, lo_open=True),
         )
 
     def function_for(self, ds: str, n: int) -> str | None:

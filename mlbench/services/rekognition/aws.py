@@ -18,7 +18,7 @@ from typing import Any
 
 from mlbench.console import err
 from mlbench.errors import UserError
-from mlbench.params import Params
+from mlbench.params import Params, SettingsBlock
 
 BUCKET_ENV = "AWS_STORAGE_BUCKET_NAME"
 VERSION_ARN_RE = re.compile(
@@ -55,33 +55,29 @@ class RekognitionSettings:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> RekognitionSettings:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise UserError(f"params.yaml: rekognition.{unknown[0]}: unknown setting; "
-                            f"use one of {', '.join(sorted(known))}")
+        block = SettingsBlock("rekognition", raw, cls.__dataclass_fields__)
         values: dict[str, Any] = {}
         for key in ("region", "endpoint_url", "s3_endpoint_url"):
             if raw.get(key) is not None:
-                values[key] = _text(key, raw[key])
+                values[key] = block.text(key, None)
         for key in ("s3_prefix", "project_prefix"):
             if key in raw:
-                values[key] = _text(key, raw[key] or "", allow_empty=key == "s3_prefix")
+                values[key] = block.text(key, "", allow_empty=key == "s3_prefix")
         if not re.fullmatch(r"[a-zA-Z0-9_.\-]+", values.get("project_prefix", "mlbench")):
-            raise _bad("project_prefix", "may hold only letters, digits, '_', '.', '-'",
-                       raw.get("project_prefix"))
+            raise block.fail("project_prefix", "may hold only letters, digits, '_', '.', '-'",
+                             raw.get("project_prefix"))
         for key in ("min_inference_units", "upload_workers", "max_attempts"):
             if key in raw:
-                values[key] = _positive_int(key, raw[key])
+                values[key] = block.number(key, None, 1, integer=True)
         if raw.get("max_inference_units") is not None:
-            values["max_inference_units"] = _positive_int("max_inference_units",
-                                                          raw["max_inference_units"])
+            values["max_inference_units"] = block.number("max_inference_units", None, 1,
+                                                         integer=True)
         for key in ("poll_seconds", "train_timeout_seconds", "start_timeout_seconds",
                     "backoff_seconds"):
             if key in raw:
-                values[key] = _number(key, raw[key], low=0.0, low_open=key != "backoff_seconds")
+                values[key] = block.number(key, None, 0, lo_open=key != "backoff_seconds")
         if "min_confidence" in raw:
-            values["min_confidence"] = _number("min_confidence", raw["min_confidence"], 0, 100)
+            values["min_confidence"] = block.number("min_confidence", None, 0, 100)
         if raw.get("models") is not None:
             values["models"] = _models(raw["models"])
         return cls(**values)
@@ -93,28 +89,6 @@ class RekognitionSettings:
 
 def _bad(key: str, allowed: str, value: Any) -> UserError:
     return UserError(f"params.yaml: rekognition.{key}: {allowed}, got {value!r}")
-
-
-def _text(key: str, value: Any, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or (not value and not allow_empty):
-        raise _bad(key, "must be a non-empty string", value)
-    return value
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _bad(key, "must be a positive integer", value)
-    return value
-
-
-def _number(key: str, value: Any, low: float, high: float | None = None,
-            low_open: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        span = f"in [{low}, {high}]" if high is not None else f"{'>' if low_open else '>='} {low}"
-        raise _bad(key, f"must be a number {span}", value)
-    return float(value)
 
 
 def _models(raw: Any) -> dict[str, dict[int, str]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlbench.errors import UserError
+from mlbench.params import SettingsBlock
 
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 DEFAULT_REGION = "us-central1"
@@ -51,34 +52,9 @@ class VertexSettings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> VertexSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise UserError(f"params.yaml: vertex.{unknown[0]}: unknown setting; known: "
-                            f"{', '.join(sorted(known))}")
+        block = SettingsBlock("vertex", raw, (f.name for f in fields(cls)))
         d = cls()
-
-        def text(key: str, default: str | None) -> str | None:
-            value = raw.get(key, default)
-            if value is None:
-                return None
-            if not isinstance(value, str) or not value.strip():
-                raise UserError(f"params.yaml: vertex.{key}: must be a non-empty string, "
-                                f"got {value!r}")
-            return value.strip()
-
-        def number(key: str, default: float, lo: float, hi: float, integer: bool = False,
-                   lo_open: bool = False) -> Any:
-            value = raw.get(key, default)
-            kind = int if integer else int | float
-            ok = not isinstance(value, bool) and isinstance(value, kind) and (
-                (lo < value) if lo_open else (lo <= value)) and value <= hi
-            if not ok:
-                what = "an integer" if integer else "a number"
-                interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-                raise UserError(f"params.yaml: vertex.{key}: must be {what} in {interval}, "
-                                f"got {value!r}")
-            return value if integer else float(value)
+        text, number = block.text, block.number
 
         region = text("region", d.region) or DEFAULT_REGION
         if not _REGION.fullmatch(region):
@@ -91,14 +67,8 @@ class VertexSettings:
         lo, hi = BUDGETS[model_type]
         budget = number("budget_milli_node_hours", d.budget_milli_node_hours, lo, hi,
                         integer=True)
-        early = raw.get("disable_early_stopping", d.disable_early_stopping)
-        if not isinstance(early, bool):
-            raise UserError(f"params.yaml: vertex.disable_early_stopping: must be true or "
-                            f"false, got {early!r}")
-        endpoints = raw.get("endpoints") or {}
-        if not isinstance(endpoints, Mapping):
-            raise UserError("params.yaml: vertex.endpoints: must map dataset -> ablation -> "
-                            f"endpoint id, got {endpoints!r}")
+        early = block.boolean("disable_early_stopping", d.disable_early_stopping)
+        endpoints = block.mapping("endpoints", "dataset -> ablation -> endpoint id")
         min_replicas = number("min_replicas", d.min_replicas, 1, 100, integer=True)
         max_replicas = number("max_replicas", max(d.max_replicas, min_replicas), min_replicas,
                               100, integer=True)
