@@ -210,3 +210,34 @@ class FakeServer:
                 except BadRequest as exc:
                     return self._error_body(exc.status, str(exc))
         return self._error_body(404, f"no route for {req.method} {req.path}")
+
+
+class VendorFake:
+    """A vendor's fake state behind its FakeServer, started and stopped together.
+
+    Subclasses set `self.server` (routes installed) in `__init__`; this gives them `url`,
+    `log`, `start`/`stop` and the `with` form.
+    """
+
+    server: FakeServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def log(self) -> list[Request]:
+        return self.server.log
+
+    def start(self):  # noqa: ANN201 - returns the subclass
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 
-from tests.fakes.http_base import FakeServer, Fault, Request, Response
+from tests.fakes.http_base import FakeServer, Fault, Request, Response, VendorFake
 from tests.fakes.huggingface.models import Endpoint, HfState, Repo
 from tests.fakes.huggingface.responses import install
 
 __all__ = ["Endpoint", "Fault", "HfState", "HuggingFaceFake", "Repo"]
 
 
-class HuggingFaceFake:
+class HuggingFaceFake(VendorFake):
     """The fake state (`state`) behind a real HTTP server (`server`)."""
 
     def __init__(self, token: str = "hf_test_token"):
@@ -28,33 +28,12 @@ class HuggingFaceFake:
                                                                               status))
         install(self.server, self.state)
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
     def endpoint_url(self, name: str) -> str:
         return f"{self.url}/endpoints/{name}"
 
     def add_endpoint(self, name: str, centroids: dict[str, tuple[float, float, float]],
                      **options: object) -> Endpoint:
         return self.state.add_endpoint(Endpoint(name, dict(centroids), **options))  # type: ignore[arg-type]
-
-    def start(self) -> HuggingFaceFake:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> HuggingFaceFake:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def log(self) -> list[Request]:
-        return self.server.log
 
     def requests(self, method: str, path_regex: str) -> list[Request]:
         return [r for r in self.server.log

@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
-from tests.fakes.http_base import FakeServer, Fault, Request, Response
+from tests.fakes.http_base import FakeServer, Fault, Request, Response, VendorFake
 from tests.fakes.nyckel.models import Function, NyckelState, Sample
 from tests.fakes.nyckel.responses import install
 
 __all__ = ["Fault", "Function", "NyckelFake", "NyckelState", "Sample"]
 
 
-class NyckelFake:
+class NyckelFake(VendorFake):
     """The fake account (`state`) behind a real HTTP server (`server`)."""
 
     def __init__(self, page_size: int | None = None, **state_options: object):
@@ -26,28 +26,7 @@ class NyckelFake:
         )
         install(self.server, self.state, page_size=page_size)
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def start(self) -> NyckelFake:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> NyckelFake:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- assertions helpers ------------------------------------------------------------------------
-    @property
-    def log(self) -> list[Request]:
-        return self.server.log
-
     def requests(self, method: str, path_regex: str) -> list[Request]:
         import re
 

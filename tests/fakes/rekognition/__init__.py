@@ -9,36 +9,19 @@
 
 from __future__ import annotations
 
-from tests.fakes.http_base import FakeServer
+from tests.fakes.http_base import FakeServer, VendorFake
 from tests.fakes.rekognition.models import ACCOUNT, AwsError, RekognitionBackend
 from tests.fakes.rekognition.responses import make_server
 
 __all__ = ["ACCOUNT", "AwsError", "FakeRekognition", "RekognitionBackend"]
 
 
-class FakeRekognition:
+class FakeRekognition(VendorFake):
     """Backend + HTTP server, started and stopped together."""
 
     def __init__(self, backend: RekognitionBackend):
         self.backend = backend
         self.server: FakeServer = make_server(backend)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def start(self) -> FakeRekognition:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> FakeRekognition:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def operations(self) -> list[str]:
         """The operations received so far, in order (from the server's request log)."""
