@@ -18,10 +18,6 @@ RUNS = RESULTS / "runs"
 PARAMS_FILE = Path("params.yaml")
 
 
-def dataset_dir(ds: str) -> Path:
-    return DATA / ds
-
-
 def raw_dir(ds: str) -> Path:
     """Output of `fetch`: the dataset as its source publishes it (archives and/or files)."""
     return DATA / ds / "raw"
@@ -90,10 +86,6 @@ def upload_folder(ds: str, split: str, n: int) -> Path:
 def autotrain_zip(ds: str, split: str, n: int) -> Path:
     """AutoTrain's image-classification upload: a zip with one folder per class."""
     return uploads_dir(ds) / f"autotrain_{split}_{n}.zip"
-
-
-def service_dir(svc: str, ds: str) -> Path:
-    return RUNS / svc / ds
 
 
 def models_dir(svc: str, ds: str) -> Path:
