@@ -501,3 +501,75 @@ def test_seed_wrapper_uploads_the_ablation(tmp_path, moto_url, s3, fake, monkeyp
         f"mlbench/{DS}/2/manifests/train.manifest", f"mlbench/{DS}/2/manifests/val.manifest"}
     assert wrapper.main(["stop", DS, "2"]) == 2  # nothing trained yet: one-line error, status 2
     assert wrapper.main(["upload", DS, "two"]) == 2
+
+
+# -- the issue's acceptance run -------------------------------------------------------------------
+@pytest.mark.slow
+def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
+        tmp_path, moto_url, s3, fake):
+    """Issue 7's "Done when", as a user runs it: `dvc repro` with services [local, rekognition]
+    against moto + the fake uploads exactly the ablation, trains and starts one model, puts
+    Rekognition in metrics.json and the plots; a rerun does (and uploads) nothing; `mlbench
+    rekognition stop` stops the model so the user stops paying."""
+    import csv
+    import subprocess
+    import sys
+
+    from tests.conftest import make_project
+
+    proj = make_project(tmp_path / "proj", params={
+        "datasets": [DS], "ablations": [5], "ablation": "all", "test_per_class": 5,
+        "services": ["local", "rekognition"], "buckets": {"aws": BUCKET},
+        "local": {"features": "hog"},
+        "load": {"calls": 20, "concurrency": 5, "mode": "batch", "timeout": 30},
+        "rekognition": settings(moto_url, fake),
+    })
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    first = run("dvc", "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    metrics = json.loads((proj / "results" / "metrics.json").read_text())
+    for svc in ("local", "rekognition"):
+        assert 0.0 <= metrics[svc][DS]["5"]["accuracy"] <= 1.0, metrics[svc]
+    for plot in ("learning_curve.png", "latency.png"):
+        assert (proj / "results" / "plots" / plot).stat().st_size > 0
+
+    (project,) = fake.backend.projects.values()
+    (version,) = project.versions.values()
+    assert version.state.status == "RUNNING" and version.starts == 1
+
+    with (proj / "data" / DS / "ablations" / "ablations.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["size"] == "5"]
+    assert {r["split"] for r in rows} == {"train", "val"}
+    assert len(rows) == 5 * 10  # 5 images per class (train + val), 10 digits
+    prefix = f"mlbench/{DS}/5"
+    expected = {f"{prefix}/{r['split']}/{class_folder(r['class'])}/{r['filename']}"
+                for r in rows}
+    expected |= {f"{prefix}/manifests/train.manifest", f"{prefix}/manifests/val.manifest"}
+
+    def objects() -> dict[str, tuple[str, object]]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        return {o["Key"]: (o["ETag"], o["LastModified"])
+                for page in pages for o in page.get("Contents", [])}
+
+    stored = objects()
+    assert set(stored) == expected
+    calls = fake.operations()
+
+    second = run("dvc", "repro")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Running stage" not in second.stdout + second.stderr
+    assert objects() == stored  # nothing uploaded (or rewritten) again
+    assert fake.operations() == calls  # and nothing asked of Rekognition
+
+    stop = run("mlbench", "rekognition", "stop")
+    assert stop.returncode == 0, stop.stdout[-3000:] + stop.stderr[-3000:]
+    assert version.state.status in ("STOPPING", "STOPPED") and version.stops == 1
+    (only,) = project.versions.values()  # still one model: stopping created nothing
+    assert only is version

@@ -628,3 +628,70 @@ def test_seed_script_invokes_an_endpoint_given_on_the_command_line(fake: VertexF
     assert all(r["predicted_class"] == r["actual_class"] for r in rows)
     assert fake.state.created["endpoints"] == 1
     assert script.main(["invoke", DS, "5", PROJECT]) == 2  # project without endpoint
+
+
+# -- end to end ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
+        fake: VertexFake, gcs, tmp_path: Path) -> None:
+    """Issue 6's acceptance run, as a new user would do it: `dvc repro` with services
+    [local, vertex] uploads exactly the ablation and test images, creates one dataset, one
+    training job and one endpoint, and puts Vertex in metrics.json and the plots; a second
+    `dvc repro` runs no stage and uploads nothing."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import make_project
+
+    n = 20  # Vertex wants >= 10 images per label: the 5-per-class rung would be refused
+    proj = make_project(tmp_path / "proj", params={
+        **raw_params(fake), "ablations": [n], "ablation": "all", "test_per_class": 5,
+        "local": {"features": "hog", "image_size": 224},
+        "load": {"calls": 20, "concurrency": 4, "mode": "batch", "timeout": 30},
+    })
+    # The fixtures put STORAGE_EMULATOR_HOST and GOOGLE_APPLICATION_CREDENTIALS (the fake's key)
+    # and the closed metadata server in os.environ; the stages inherit them.
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def repro() -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(["dvc", "repro"], cwd=proj, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return run
+
+    first_run = repro()
+    assert "Running stage" in first_run.stdout
+
+    metrics = json.loads((proj / "results" / "metrics.json").read_text())
+    for svc in ("local", "vertex"):
+        m = metrics[svc][DS][str(n)]
+        assert 0.0 <= m["accuracy"] <= 1.0, (svc, m)
+    assert metrics["vertex"][DS][str(n)]["accuracy"] > 0.5  # the fake learned the uploads
+    for plot in ("learning_curve.png", "latency.png"):
+        assert (proj / "results" / "plots" / plot).stat().st_size > 0
+
+    assert fake.state.created["datasets"] == 1 and len(fake.state.datasets) == 1
+    assert fake.state.created["pipelines"] == 1 and len(fake.state.pipelines) == 1
+    assert fake.state.created["endpoints"] == 1 and len(fake.state.endpoints) == 1
+
+    data = proj / "data" / DS
+    with (data / "ablations" / "ablations.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["size"]) == n]
+    with (data / "tests" / f"{DS}_test_local.csv").open(newline="") as f:
+        tests = [r["filename"] for r in csv.DictReader(f)]
+    assert len(rows) == n * 10 and len(tests) == 5 * 10
+    folder = {"train": "training_uploads", "val": "val_uploads"}
+    expected = ({f"{folder[r['split']]}/{r['filename']}" for r in rows}
+                | {f"test_uploads/{name}" for name in tests}
+                | {f"imports/{DS}_vertex_{n}.csv"})
+    uploaded = objects(gcs)
+    assert set(uploaded) == expected
+
+    second_run = repro()
+    assert "Running stage" not in second_run.stdout, second_run.stdout[-3000:]
+    assert objects(gcs) == uploaded  # same objects, same generations: nothing uploaded again
+    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
+                                  "deployments": 1}
