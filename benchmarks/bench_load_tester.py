@@ -50,8 +50,7 @@ from _common import (
 from mlbench.bench.load import drive, summarise
 from mlbench.params import LoadParams, parse_params
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, ServiceContext
-from mlbench.services.http import HttpRequest, HttpService
-from mlbench.services.local import parse_label_scores
+from mlbench.services.http import HttpRequest, HttpService, parse_label_scores
 
 ANSWER = '[{"label":"a","score":0.9}]'
 BODY_BYTES = 2048

@@ -16,7 +16,7 @@ import json
 import random
 import time
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import requests
@@ -189,6 +189,30 @@ class _Attempts:
     def give_up(self) -> ServiceCallError:
         n = self.svc.retry.max_attempts
         return ServiceCallError(f"gave up after {n} attempts: {self.last}", self.status, n)
+
+
+def parse_label_scores(body: bytes, status: int = 200, who: str = "endpoint",
+                       rename: Callable[[str], str] = str) -> Prediction:
+    """The Hugging Face image-classification answer `[{"label", "score"}, ...]` (or a batch of
+    one) as a Prediction; `rename` maps endpoint labels to class names (scores of labels that
+    map to the same class keep the highest). Served by HF endpoints and the local model alike.
+    """
+    try:
+        answer = json.loads(body)
+        if isinstance(answer, list) and answer and isinstance(answer[0], list):
+            answer = answer[0]  # a batch of one
+        pairs = [(str(item["label"]), float(item["score"])) for item in answer]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ServiceCallError(f"{who}: expected [{{label, score}}], got {body[:200]!r}",
+                               status) from exc
+    if not pairs:
+        return Prediction(None, 0.0, {})
+    scores: dict[str, float] = {}
+    for label, score in pairs:
+        name = rename(label)
+        scores[name] = max(scores.get(name, 0.0), min(1.0, max(0.0, score)))
+    best = max(scores, key=scores.__getitem__)
+    return Prediction(best, scores[best], scores)
 
 
 def image_mime(data: bytes) -> str:

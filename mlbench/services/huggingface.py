@@ -33,7 +33,13 @@ from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.params import SettingsBlock
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, ServiceContext, register
-from mlbench.services.http import HttpRequest, HttpService, ServiceCallError, image_mime
+from mlbench.services.http import (
+    HttpRequest,
+    HttpService,
+    ServiceCallError,
+    image_mime,
+    parse_label_scores,
+)
 
 ENV_TOKEN = "HF_TOKEN"
 LABEL_ID = re.compile(r"LABEL_(\d+)")
@@ -278,22 +284,7 @@ class HuggingFaceService(HttpService):
         })
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
-        try:
-            answer = json.loads(body)
-            if isinstance(answer, list) and answer and isinstance(answer[0], list):
-                answer = answer[0]  # a batch of one
-            pairs = [(str(item["label"]), float(item["score"])) for item in answer]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ServiceCallError(f"huggingface: expected [{{label, score}}], got "
-                                   f"{body[:200]!r}", status) from exc
-        if not pairs:
-            return Prediction(None, 0.0)
-        scores: dict[str, float] = {}
-        for label, score in pairs:
-            name = self.class_name(label)
-            scores[name] = max(scores.get(name, 0.0), min(1.0, max(0.0, score)))
-        best = max(scores, key=scores.__getitem__)
-        return Prediction(best, scores[best], scores)
+        return parse_label_scores(body, status, who="huggingface", rename=self.class_name)
 
     def class_name(self, label: str) -> str:
         """The dataset's class for an endpoint label (`LABEL_3` -> id2label["3"])."""

@@ -9,7 +9,6 @@ HTTP server on 127.0.0.1, so `predict` goes through the same HTTP client path as
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import requests
 from mlbench import paths
 from mlbench.errors import UserError
 from mlbench.services.base import AblationSplit, ModelRef, Prediction, register, utc_now
-from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
+from mlbench.services.http import HttpRequest, HttpService, parse_label_scores
 from mlbench.services.local import server
 from mlbench.services.local.features import EmbeddingCache, make_extractor
 from mlbench.services.local.head import HEAD_VERSION, cv_accuracy, fit_head
@@ -113,26 +112,13 @@ class LocalService(HttpService):
         return HttpRequest("POST", self.url, {"Content-Type": "application/octet-stream"}, image)
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
-        return parse_label_scores(body)
+        return parse_label_scores(body, status, who="local model server")
 
     def close(self) -> None:
         super().close()
         if self._server is not None:
             self._server.stop()
             self._server, self.url = None, None
-
-
-def parse_label_scores(body: bytes) -> Prediction:
-    """Parse the Hugging Face image-classification answer `[{"label", "score"}, ...]`."""
-    try:
-        items = json.loads(body)
-        scores = {str(i["label"]): float(i["score"]) for i in items}
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ServiceCallError(f"malformed answer: {body[:200]!r}") from exc
-    if not scores:
-        return Prediction(None, 0.0, {})
-    label = max(scores, key=lambda k: scores[k])
-    return Prediction(label, min(1.0, max(0.0, scores[label])), scores)
 
 
 class ServerProcess:
