@@ -13,12 +13,11 @@ from mlbench.data.ablate import load_split
 from mlbench.data.prepare import manifest_hashes
 from mlbench.io import atomic_write_json
 from mlbench.params import Params
-from mlbench.services.base import ModelRef, Service
+from mlbench.services.base import AblationSplit, ModelRef, Service
 
 
-def split_fingerprint(svc: Service, ds: str, n: int) -> str:
+def split_fingerprint(svc: Service, split: AblationSplit, sha: dict[str, str]) -> str:
     """Identity of a model: the ablation (names, classes, content) + the service's settings."""
-    split, sha = load_split(ds, n), manifest_hashes(ds)
     rows = [(r.filename, r.class_name, "train", sha[r.filename]) for r in split.train]
     rows += [(r.filename, r.class_name, "val", sha[r.filename]) for r in split.val]
     return fingerprint(rows, svc.model_settings())
@@ -26,15 +25,16 @@ def split_fingerprint(svc: Service, ds: str, n: int) -> str:
 
 def run_training(params: Params, service: str, ds: str) -> list[ModelRef]:
     models = []
+    sha = manifest_hashes(ds)
     for n in selected_sizes(params, ds):
+        split = load_split(ds, n)
         with open_service(params, service, ds, n) as svc:
-            key = split_fingerprint(svc, ds, n)
+            key = split_fingerprint(svc, split, sha)
             existing = read_model(service, ds, n)
             if existing is not None and existing.details.get("fingerprint") == key:
                 err.print(f"{service}/{ds}/{n}: model up to date, reused")
                 models.append(existing)
                 continue
-            split = load_split(ds, n)
             err.print(f"{service}/{ds}/{n}: training on {len(split.train)} train + "
                       f"{len(split.val)} val images")
             svc.upload(split)
