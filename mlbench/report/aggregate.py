@@ -96,7 +96,7 @@ def learning_curve_rows(runs: pd.DataFrame) -> tuple[list[str], list[list]]:
     return ["ablation", *services], body
 
 
-def call_latencies(params: Params, ok: pd.DataFrame) -> pd.DataFrame:
+def call_latencies(ok: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for r in ok.itertuples():
         pred = pd.read_csv(paths.predictions_csv(r.service, r.dataset, r.ablation),
@@ -108,19 +108,18 @@ def call_latencies(params: Params, ok: pd.DataFrame) -> pd.DataFrame:
         columns=["service", "latency_ms"])
 
 
-def draw(params: Params, runs: pd.DataFrame) -> list[Path]:
+def draw(runs: pd.DataFrame) -> list[Path]:
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
         return []
     pdir = paths.plots_dir()
     written = [plots.learning_curve(ok, pdir / "learning_curve.png")]
     load = ok.dropna(subset=["load_latency_p50_ms"]) if "load_latency_p50_ms" in ok else ok[:0]
-    load = load.rename(columns={"load_latency_p50_ms": "latency_p50_ms_load"})
     load_frame = pd.DataFrame({"service": load["service"],
-                               "latency_p50_ms": load.get("latency_p50_ms_load"),
+                               "latency_p50_ms": load.get("load_latency_p50_ms"),
                                "latency_p95_ms": load.get("load_latency_p95_ms"),
                                "concurrency": load.get("load_concurrency")})
-    written.append(plots.latency_panel(call_latencies(params, ok), load_frame,
+    written.append(plots.latency_panel(call_latencies(ok), load_frame,
                                        pdir / "latency.png"))
     largest = ok.loc[ok.groupby(["service", "dataset"])["ablation"].idxmax()]
     for r in largest.itertuples():
@@ -174,7 +173,7 @@ def build_report(params: Params) -> pd.DataFrame:
             tp = ok.groupby("service")["load_seconds_per_1000_calls"].median().reset_index()
             tp.columns = ["service", "throughput"]
             tp.to_csv(paths.RESULTS / "throughputs.csv", index=False)
-    written = draw(params, runs)
+    written = draw(runs)
     print_table(runs)
     missing = runs[runs["status"] == "missing"]
     if not missing.empty:
