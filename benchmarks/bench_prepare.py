@@ -152,7 +152,8 @@ def _cpu_since(before: tuple[float, float], images: int) -> dict[str, float]:
 def child_prepare(images: Path, limit: int, max_side: int, workers: int | None) -> dict:
     """The real prepare stage on a temporary project whose source lists the synthetic set."""
     import mlbench.data.prepare as prepare
-    from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
+    from mlbench.core import ImageRef
+from mlbench.data.sources.base import DatasetSource, FetchContext
 
     listed = image_files(images, limit)
 
@@ -164,9 +165,9 @@ def child_prepare(images: Path, limit: int, max_side: int, workers: int | None) 
         def fetch(self, raw: Path, ctx: FetchContext) -> None:  # pragma: no cover - unused
             raise NotImplementedError
 
-        def images(self, raw: Path) -> Iterator[RawImage]:
+        def images(self, raw: Path) -> Iterator[ImageRef]:
             for path, cls, split in listed:
-                yield RawImage(raw / path.relative_to(images), cls, split)  # type: ignore[arg-type]
+                yield ImageRef(raw / path.relative_to(images), cls, split)  # type: ignore[arg-type]
 
     source = SyntheticSource()
     # `prepare_dataset` looks the source up by name through this module-level import; patching

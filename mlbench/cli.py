@@ -1,20 +1,21 @@
 """`mlbench` command line: one sub-command per pipeline stage, plus per-service commands.
 
 Each DVC stage in `dvc.yaml` runs exactly one of these commands. A `UserError` anywhere
-becomes one line on stderr and exit status 2; every other exception keeps its traceback.
+becomes one line on stderr and exit status 2, a `ServiceError` one line and status 1; every
+other exception keeps its traceback. Each service package's `cli.py` is mounted as
+`mlbench <service> ...`; nothing here names a service.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mlbench.cli_util import user_errors
+from mlbench.cli_util import one_line_errors
 from mlbench.console import err
-from mlbench.errors import UserError
+from mlbench.services.registry import command_apps, service_names
 
 app = typer.Typer(
     help="Benchmark image-classification AutoML services on your data (driven by `dvc repro`).",
@@ -24,14 +25,20 @@ app = typer.Typer(
 )
 
 Dataset = Annotated[str, typer.Argument(help="Dataset name (see `params.yaml` datasets).")]
-ServiceName = Annotated[str, typer.Argument(help="Service name: local, nyckel, huggingface, "
-                                                 "vertex or rekognition.")]
+ServiceName = Annotated[str, typer.Argument(
+    help=f"Service name: {', '.join(service_names())} (see `params.yaml` services).")]
 
 
 def _params():
-    from mlbench.params import load_params
+    from mlbench.project import load_checked_params
 
-    return load_params()
+    return load_checked_params()
+
+
+def _service(name: str) -> str:
+    from mlbench.services.registry import check_name
+
+    return check_name(name)
 
 
 def _known(dataset: str) -> str:
@@ -43,7 +50,7 @@ def _known(dataset: str) -> str:
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def fetch(dataset: Dataset) -> None:
     """Get the dataset from its source (or built-in generator) into data/<ds>/raw/."""
     from mlbench import paths
@@ -58,7 +65,7 @@ def fetch(dataset: Dataset) -> None:
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def prepare(dataset: Dataset) -> None:
     """Decode and validate every image into data/<ds>/{train,test}/<class>/, with a manifest."""
     _known(dataset)
@@ -71,34 +78,46 @@ def prepare(dataset: Dataset) -> None:
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def ablate(dataset: Dataset) -> None:
-    """Sample the nested, stratified ablations and write every service's file format."""
+    """Sample the nested, stratified ablations (data/<ds>/ablations.csv)."""
     _known(dataset)
     from mlbench.data.ablate import ablate_dataset
-    from mlbench.data.export import export_ablations
 
     p = _params()
     avail = ablate_dataset(dataset, p.sizes, p.seed, p.val_fraction, explicit=p.ablation)
-    files = export_ablations(dataset, p.buckets)
-    err.print(f"{dataset}: ablations {list(avail.available)} ({files} files)")
+    err.print(f"{dataset}: ablations {list(avail.available)}")
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def testsets(dataset: Dataset) -> None:
-    """Write the test set in each service's format (data/<ds>/tests/<ds>_test_<svc>.csv)."""
+    """Choose the test set every service is scored on (data/<ds>/test.csv)."""
     _known(dataset)
-    from mlbench.data.export import export_testsets
+    from mlbench.data.export import write_test_table
 
     p = _params()
-    export_testsets(dataset, p.test_per_class, p.seed, p.buckets)
+    count = write_test_table(dataset, p.test_per_class, p.seed)
+    err.print(f"{dataset}: {count} test images")
 
 
 @app.command()
-@user_errors
+@one_line_errors
+def export(dataset: Dataset) -> None:
+    """Write the seed benchmark's files in every service's format (data/<ds>/ablations/,
+    data/<ds>/tests/)."""
+    _known(dataset)
+    from mlbench.data.export import export_all
+    from mlbench.services.registry import export_hooks
+
+    files = export_all(dataset, _params().buckets, export_hooks())
+    err.print(f"{dataset}: {files} files in the seed's formats")
+
+
+@app.command()
+@one_line_errors
 def folders(dataset: Dataset) -> None:
-    """Make the upload folders and AutoTrain zips of every ablation (data/<ds>/uploads/)."""
+    """Make the seed's flat upload folders of every ablation (data/<ds>/uploads/)."""
     _known(dataset)
     from mlbench.data.export import export_folders
 
@@ -106,37 +125,40 @@ def folders(dataset: Dataset) -> None:
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def train(service: ServiceName, dataset: Dataset) -> None:
     """Upload the selected ablation(s) to the service and train; writes model.json per size."""
     _known(dataset)
+    _service(service)
     from mlbench.bench.train import run_training
 
     run_training(_params(), service, dataset)
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def evaluate(service: ServiceName, dataset: Dataset) -> None:
     """Score every test image (resumable); writes predictions.csv and metrics.json per size."""
     _known(dataset)
+    _service(service)
     from mlbench.bench.evaluate import run_evaluation
 
     run_evaluation(_params(), service, dataset)
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def load(service: ServiceName, dataset: Dataset) -> None:
     """Concurrent load test (params `load`); writes throughput.csv and summary.json per size."""
     _known(dataset)
+    _service(service)
     from mlbench.bench.load import run_load
 
     run_load(_params(), service, dataset)
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def report() -> None:
     """Aggregate every run into results/metrics.json, summary.csv and plots; print the table."""
     from mlbench.report.aggregate import build_report
@@ -145,7 +167,7 @@ def report() -> None:
 
 
 @app.command()
-@user_errors
+@one_line_errors
 def render(
     csv: Annotated[list[Path], typer.Argument(help="Seed-format results CSV(s): dataset,service,"
                                               "ablation,training times (s),accuracy (%),"
@@ -160,42 +182,8 @@ def render(
     render_seed_csvs(csv, throughputs, out)
 
 
-serve_app = typer.Typer(help="Run a trained model's HTTP server by hand.", no_args_is_help=True)
-app.add_typer(serve_app, name="serve")
-
-
-@serve_app.command("local")
-@user_errors
-def serve_local(
-    dataset: Dataset,
-    ablation: Annotated[int, typer.Argument(help="Images per class of the trained model.")],
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
-) -> None:
-    """Serve results/runs/local/<ds>/models/<n>/ on 127.0.0.1 until Ctrl-C."""
-    from mlbench import paths
-    from mlbench.services.local.model import MODEL_FILE
-    from mlbench.services.local.server import main as server_main
-
-    model_dir = paths.model_dir("local", dataset, ablation)
-    if not (model_dir / MODEL_FILE).exists():
-        raise UserError(f"{model_dir / MODEL_FILE}: missing; run `mlbench train local {dataset}`")
-    server_main([str(model_dir), "--port", str(port)])
-
-
-def _register_service_clis() -> None:
-    """Mount each service's own commands (`mlbench rekognition stop ...`).
-
-    Only the modules that define commands are imported, so every stage starts fast.
-    """
-    from mlbench.services.base import CLI_MODULES
-
-    for name, module in CLI_MODULES.items():
-        sub = getattr(importlib.import_module(module), "cli", None)
-        if isinstance(sub, typer.Typer):
-            app.add_typer(sub, name=name)
-
-
-_register_service_clis()
+for _name, _commands in command_apps().items():
+    app.add_typer(_commands, name=_name)
 
 
 def main() -> None:

@@ -9,36 +9,51 @@ from typing import Any, TypeVar
 import typer
 
 from mlbench.console import err
-from mlbench.errors import UserError
+from mlbench.errors import ServiceError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def user_errors(fn: F) -> F:
-    """Turn a UserError into one clear line and exit status 2 (no traceback)."""
+def exit_status(exc: BaseException) -> int | None:
+    """The exit status of an error that is reported in one line, or None for a bug."""
+    if isinstance(exc, UserError):
+        return 2
+    if isinstance(exc, ServiceError):
+        return 1
+    return None
+
+
+def report(exc: BaseException) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn a UserError (exit 2) or a ServiceError (exit 1) into one clear line, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(2) from None
+        except (UserError, ServiceError) as exc:
+            report(exc)
+            raise typer.Exit(exit_status(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def run_script(run: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
-    """Entry point of a seed-compatible script: a UserError is one line and status 2."""
+    """Entry point of a seed-compatible script: errors as `one_line_errors` reports them."""
     import sys
 
     import click
 
     try:
         run(sys.argv[1:] if argv is None else argv)
-    except UserError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
+    except (UserError, ServiceError) as exc:
+        report(exc)
+        return exit_status(exc) or 1
     except click.ClickException as exc:  # a typer command called from the script
         exc.show()
         return exc.exit_code

@@ -7,7 +7,7 @@ traceback deep inside a stage.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,14 +17,7 @@ import yaml
 from mlbench import paths
 from mlbench.errors import UserError
 
-FEATURES = ("efficientnet-lite0", "hog", "auto")
 LOAD_MODES = ("batch", "sustained")
-
-
-@dataclass(frozen=True)
-class LocalParams:
-    features: str = "efficientnet-lite0"
-    image_size: int = 224
 
 
 @dataclass(frozen=True)
@@ -46,7 +39,6 @@ class Params:
     max_side: int = 1024
     buckets: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = ("local",)
-    local: LocalParams = field(default_factory=LocalParams)
     load: LoadParams = field(default_factory=LoadParams)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +55,7 @@ class Params:
         return tuple(sorted(self.ablations)) if self.ablation is None else (self.ablation,)
 
     def section(self, name: str) -> dict[str, Any]:
-        """A service's own settings block (`nyckel:`, `vertex:`, ...); the service validates it."""
+        """A service's own settings block (`local:`, `vertex:`, ...); the service validates it."""
         value = self.raw.get(name) or {}
         if not isinstance(value, dict):
             raise UserError(f"params.yaml: {name}: must be a mapping of settings, got {value!r}")
@@ -101,18 +93,16 @@ def _name_list(key: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_params(data: dict[str, Any]) -> Params:
-    """Validate a params mapping (as read from YAML) into `Params`."""
-    from mlbench.data.sources import dataset_names
-    from mlbench.services.base import service_names
+    """Validate a params mapping (as read from YAML) into `Params`.
 
+    This checks the shape of every key; which dataset and service names exist, and each
+    service's own block, are checked by `mlbench.project`, which knows what is installed.
+    """
     if not isinstance(data, dict):
         raise UserError("params.yaml: must be a mapping of keys to values")
     defaults = Params()
 
     datasets = _name_list("datasets", data.get("datasets", list(defaults.datasets)))
-    unknown = [d for d in datasets if d not in dataset_names()]
-    if unknown:
-        raise _fail("datasets", f"each must be one of {', '.join(dataset_names())}", unknown[0])
 
     ablations_raw = data.get("ablations", list(defaults.ablations))
     if not isinstance(ablations_raw, list) or not ablations_raw:
@@ -145,21 +135,6 @@ def parse_params(data: dict[str, Any]) -> Params:
         raise _fail("buckets", "must map google/aws/azure to bucket names", buckets)
 
     services = _name_list("services", data.get("services", list(defaults.services)))
-    unknown = [s for s in services if s not in service_names()]
-    if unknown:
-        raise _fail("services", f"each must be one of {', '.join(service_names())}", unknown[0])
-
-    local_raw = data.get("local") or {}
-    if not isinstance(local_raw, dict):
-        raise _fail("local", "must be a mapping", local_raw)
-    features = local_raw.get("features", LocalParams.features)
-    if features not in FEATURES:
-        raise _fail("local.features", f"must be one of {', '.join(FEATURES)}", features)
-    image_size = local_raw.get("image_size", LocalParams.image_size)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not (
-        32 <= image_size <= 512
-    ):
-        raise _fail("local.image_size", "must be an integer from 32 to 512", image_size)
 
     load_raw = data.get("load") or {}
     if not isinstance(load_raw, dict):
@@ -189,7 +164,6 @@ def parse_params(data: dict[str, Any]) -> Params:
         max_side=max_side,
         buckets=dict(buckets),
         services=services,
-        local=LocalParams(features=features, image_size=image_size),
         load=LoadParams(calls=calls, concurrency=concurrency, mode=mode, timeout=float(timeout)),
         sources={k: dict(v or {}) for k, v in sources.items()},
         raw=data,
@@ -259,6 +233,39 @@ class SettingsBlock:
         if not isinstance(value, str) or (not value.strip() and not allow_empty):
             raise self.fail(key, "must be a non-empty string", value)
         return value.strip()
+
+    def choice(self, key: str, default: str, allowed: Iterable[str]) -> str:
+        options = tuple(allowed)
+        value = self.raw.get(key, default)
+        if value not in options:
+            raise self.fail(key, f"must be one of {', '.join(options)}", value)
+        return value
+
+    def per_ablation(self, key: str, what: str,
+                     check: Callable[[str], bool] = lambda _: True) -> dict[str, dict[int, str]]:
+        """`<block>.<key>.<dataset>.<ablation>: <value>`, e.g. a hand-given endpoint per ablation.
+
+        Every service that can be pointed at resources made by hand reads them in this one
+        shape; `what` names the value in errors and `check` says whether a value is well formed.
+        """
+        raw = self.raw.get(key) or {}
+        if not isinstance(raw, Mapping):
+            raise self.fail(key, f"must map dataset -> ablation -> {what}", raw)
+        out: dict[str, dict[int, str]] = {}
+        for ds, sizes in raw.items():
+            if not isinstance(sizes, Mapping):
+                raise self.fail(f"{key}.{ds}", f"must map ablation sizes to a {what} (one per "
+                                "ablation)", sizes)
+            for size, value in sizes.items():
+                n = int(size) if isinstance(size, str) and size.isdigit() else size
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise self.fail(f"{key}.{ds}", "ablation sizes must be positive integers",
+                                    size)
+                if not isinstance(value, str | int) or isinstance(value, bool) \
+                        or not str(value).strip() or not check(str(value).strip()):
+                    raise self.fail(f"{key}.{ds}.{n}", f"must be a {what}", value)
+                out.setdefault(str(ds), {})[n] = str(value).strip()
+        return out
 
     def mapping(self, key: str, shape: str) -> Mapping[str, Any]:
         """A mapping such as dataset -> ablation -> id (`shape` says which, for the error)."""

@@ -40,18 +40,26 @@ def rejected_file(ds: str) -> Path:
     return DATA / ds / "rejected.csv"
 
 
-def ablations_dir(ds: str) -> Path:
-    return DATA / ds / "ablations"
-
-
 def ablation_table(ds: str) -> Path:
-    """The canonical ablation table every service format is derived from."""
-    return ablations_dir(ds) / "ablations.csv"
+    """Output of `ablate`: the canonical table of every ablation (size, split, filename,
+    class), which the services train from."""
+    return DATA / ds / "ablations.csv"
 
 
 def availability_file(ds: str) -> Path:
     """Which ablation sizes the dataset can give, and why not the others."""
-    return ablations_dir(ds) / "availability.json"
+    return DATA / ds / "availability.json"
+
+
+def test_table(ds: str) -> Path:
+    """Output of `testsets`: the canonical test set (filename, class) every service is scored
+    on."""
+    return DATA / ds / "test.csv"
+
+
+def ablations_dir(ds: str) -> Path:
+    """Output of `export`: the seed benchmark's files for every ablation, in every format."""
+    return DATA / ds / "ablations"
 
 
 def ablation_csv(ds: str, split: str, n: int, fmt: str = "") -> Path:
@@ -60,12 +68,8 @@ def ablation_csv(ds: str, split: str, n: int, fmt: str = "") -> Path:
     return ablations_dir(ds) / f"{ds}_{split}{infix}_{n}.csv"
 
 
-def aws_manifest(ds: str, split: str, n: int) -> Path:
-    """Ground Truth classification manifest (JSON lines) for Rekognition dataset creation."""
-    return ablations_dir(ds) / f"{ds}_{split}_aws_{n}.manifest"
-
-
 def tests_dir(ds: str) -> Path:
+    """Output of `export`: the test set in every service's format."""
     return DATA / ds / "tests"
 
 
@@ -77,15 +81,13 @@ def uploads_dir(ds: str) -> Path:
     return DATA / ds / "uploads"
 
 
+#: The seed's upload folder of each split (also the bucket folders Vertex imports from).
+UPLOAD_FOLDERS = {"train": "training_uploads", "val": "val_uploads", "test": "test_uploads"}
+
+
 def upload_folder(ds: str, split: str, n: int) -> Path:
     """`training_uploads_<n>` / `val_uploads_<n>`: flat folders of the ablation's images."""
-    prefix = {"train": "training", "val": "val"}[split]
-    return uploads_dir(ds) / f"{prefix}_uploads_{n}"
-
-
-def autotrain_zip(ds: str, split: str, n: int) -> Path:
-    """AutoTrain's image-classification upload: a zip with one folder per class."""
-    return uploads_dir(ds) / f"autotrain_{split}_{n}.zip"
+    return uploads_dir(ds) / f"{UPLOAD_FOLDERS[split]}_{n}"
 
 
 def models_dir(svc: str, ds: str) -> Path:
@@ -95,6 +97,13 @@ def models_dir(svc: str, ds: str) -> Path:
 
 def model_dir(svc: str, ds: str, n: int) -> Path:
     return models_dir(svc, ds) / str(n)
+
+
+def model_runs(svc: str) -> list[tuple[str, int]]:
+    """(dataset, ablation) of every run folder `train` made for a service, sorted."""
+    found = [(d.parent.parent.name, int(d.name))
+             for d in (RUNS / svc).glob("*/models/*") if d.is_dir() and d.name.isdigit()]
+    return sorted(found)
 
 
 def model_json(svc: str, ds: str, n: int) -> Path:

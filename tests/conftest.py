@@ -60,10 +60,11 @@ def digits_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Built once per session through the stage functions (not DVC) and treated as read-only.
     """
     from mlbench.data.ablate import ablate_dataset
-    from mlbench.data.export import export_ablations, export_testsets
+    from mlbench.data.export import export_all, write_test_table
+    from mlbench.data.fetch import FetchContext
     from mlbench.data.prepare import prepare_dataset
     from mlbench.data.sources import get_source
-    from mlbench.data.sources.base import FetchContext
+    from mlbench.services.registry import export_hooks
 
     root = make_project(tmp_path_factory.mktemp("digits"), git=False)
     old = os.getcwd()
@@ -73,8 +74,8 @@ def digits_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         get_source("digits").fetch(raw, FetchContext())
         prepare_dataset("digits", max_side=1024, workers=2)
         ablate_dataset("digits", (5, 20, 80, 320), seed=0, val_fraction=0.2)
-        export_ablations("digits", {"google": "gbucket", "aws": "abucket"})
-        export_testsets("digits", None, 0, {"google": "gbucket"})
+        write_test_table("digits", None, 0)
+        export_all("digits", {"google": "gbucket", "aws": "abucket"}, export_hooks())
     finally:
         os.chdir(old)
     return root

@@ -15,15 +15,14 @@ import requests
 from mlbench import paths
 from mlbench.data.ablate import load_split
 from mlbench.data.export import load_test_images
-from mlbench.params import parse_params
-from mlbench.services.base import ServiceContext, create_service
-from mlbench.services.http import ServiceCallError
+from mlbench.errors import ServiceCallError
+from mlbench.project import parse_checked_params
+from mlbench.services.registry import open_service
 
 
 def _service(features: str, n: int):
-    params = parse_params({"local": {"features": features}})
-    ctx = ServiceContext(params, "digits", n, paths.model_dir("local", "digits", n))
-    return create_service("local", ctx)
+    return open_service(parse_checked_params({"local": {"features": features}}), "local",
+                        "digits", n)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from PIL import Image
 from mlbench import paths
 from mlbench.data import prepare as prepare_mod
 from mlbench.data.prepare import plan_outputs, prepare_dataset, safe_stem
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
+from mlbench.data.sources.base import DatasetSource, FetchContext, ImageRef
 
 
 def _save(path: Path, img: Image.Image, fmt: str, **kw) -> Path:
@@ -54,10 +54,10 @@ class Messy(DatasetSource):
         copy.write_bytes((raw / "train/red car/ok.jpg").read_bytes())
         _save(raw / "test/red car/ok.jpg", Image.new("RGB", (40, 30), (10, 200, 10)), "JPEG")
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         for split in ("train", "test"):
             for p in sorted((raw / split).glob("*/*")):
-                yield RawImage(p, p.parent.name, split)
+                yield ImageRef(p, p.parent.name, split)
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_clean_images_are_kept_bit_identical(messy):
 
 
 def test_plan_outputs_gives_unique_names_across_classes():
-    items = [RawImage(Path(f"raw/{c}/img 1.JPG"), c, "train") for c in ("a", "b", "c")]
+    items = [ImageRef(Path(f"raw/{c}/img 1.JPG"), c, "train") for c in ("a", "b", "c")]
     names = [Path(out).name for *_, out in plan_outputs("x", items)]
     assert len(set(n.lower() for n in names)) == 3
     assert names[0] == "img_1.jpg"

@@ -14,7 +14,8 @@ from PIL import Image
 
 from mlbench.data import fetch
 from mlbench.data.sources import get_source
-from mlbench.data.sources.base import FetchContext, RawImage
+from mlbench.core import ImageRef
+from mlbench.data.sources.base import FetchContext
 from mlbench.errors import UserError
 from tests.replicas import BUILDERS, MirrorServer, Replica, build
 from tests.replicas.builders import CARS_CLEAN, cars
@@ -28,11 +29,11 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLBENCH_MIRROR", raising=False)
 
 
-def tally(items: list[RawImage]) -> Counter[tuple[str, str]]:
+def tally(items: list[ImageRef]) -> Counter[tuple[str, str]]:
     return Counter((i.split, i.class_name) for i in items)
 
 
-def fetch_replica(replica: Replica, raw: Path, server: MirrorServer) -> list[RawImage]:
+def fetch_replica(replica: Replica, raw: Path, server: MirrorServer) -> list[ImageRef]:
     source = get_source(replica.ds)
     source.fetch(raw, FetchContext(settings=replica.settings(), mirror=server.url))
     return list(source.images(raw))

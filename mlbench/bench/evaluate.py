@@ -14,15 +14,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from mlbench import paths
-from mlbench.bench.runs import fingerprint, open_service, trained_models
+from mlbench.bench.runs import fingerprint, trained_models
 from mlbench.bench.stats import NO_LABEL, run_metrics
 from mlbench.console import err
+from mlbench.core import ImageRef, ModelRef
 from mlbench.data.export import load_test_images
 from mlbench.data.prepare import manifest_hashes
+from mlbench.errors import ServiceCallError
 from mlbench.io import CsvAppender, atomic_write_json, read_json
 from mlbench.params import Params
-from mlbench.services.base import ImageRef, ModelRef
-from mlbench.services.http import ServiceCallError
+from mlbench.services.registry import open_service
 
 HEADER = ["image", "actual_class", "predicted_class", "confidence", "invoke_time", "attempts",
           "error"]
@@ -44,10 +45,10 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
     ds, n = model.dataset, model.ablation
     out, meta = paths.predictions_csv(service, ds, n), paths.eval_dir(service, ds, n) / "run.json"
     sha = manifest_hashes(ds)
-    key = fingerprint(model.to_json(), [(t.filename, t.class_name, sha.get(t.filename))
+    key = fingerprint(model.to_json(), [(t.name, t.class_name, sha.get(t.name))
                                         for t in tests])
     done = _resume_state(out, meta, key)
-    todo = [t for t in tests if t.filename not in done]
+    todo = [t for t in tests if t.name not in done]
     if done:
         err.print(f"{service}/{ds}/{n}: resuming, {len(done)} scored, {len(todo)} to go")
     if todo:
@@ -62,11 +63,11 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
                     pred = svc.predict(image)
                 except ServiceCallError as exc:
                     elapsed = time.perf_counter() - start
-                    log.write([t.filename, t.class_name, NO_LABEL, "", f"{elapsed:.6f}",
+                    log.write([t.name, t.class_name, NO_LABEL, "", f"{elapsed:.6f}",
                                exc.attempts, str(exc)[:300]])
                     continue
                 elapsed = time.perf_counter() - start
-                log.write([t.filename, t.class_name, pred.label or NO_LABEL,
+                log.write([t.name, t.class_name, pred.label or NO_LABEL,
                            f"{pred.confidence:.6f}", f"{elapsed:.6f}", pred.attempts, ""])
                 scored += 1
                 right += pred.label == t.class_name

@@ -18,14 +18,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mlbench import paths
-from mlbench.bench.runs import open_service, trained_models
+from mlbench.bench.runs import trained_models
 from mlbench.bench.stats import percentiles_ms
 from mlbench.console import err
+from mlbench.core import Prediction
 from mlbench.data.export import load_test_images
+from mlbench.errors import ServiceCallError
 from mlbench.io import atomic_write_csv, atomic_write_json
 from mlbench.params import LoadParams, Params
-from mlbench.services.base import Prediction, Service
-from mlbench.services.http import HttpService, ServiceCallError
+from mlbench.services.base import Service
+from mlbench.services.http import HttpService
+from mlbench.services.ratelimit import RateLimiter
+from mlbench.services.registry import open_service
 
 HEADER = ["call", "start", "latency", "status", "attempts", "label", "error"]
 
@@ -41,29 +45,14 @@ class CallRecord:
     error: str
 
 
-class RateLimiter:
-    """Spaces call starts at least 1/rate apart (vendor limits such as Nyckel's 25/s)."""
-
-    def __init__(self, rate: float | None):
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-
-    def delay(self) -> float:
-        if not self.interval:
-            return 0.0
-        now = time.perf_counter()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        return slot - now
-
-
-def _record(i: int, t0: float, start: float, pred: Prediction | None,
-            exc: ServiceCallError | None) -> CallRecord:
+def _record(i: int, t0: float, start: float, outcome: Prediction | ServiceCallError
+            ) -> CallRecord:
     end = time.perf_counter()
-    if exc is not None:
-        return CallRecord(i, start - t0, end - start, False, exc.attempts, "", str(exc)[:300])
-    assert pred is not None
-    return CallRecord(i, start - t0, end - start, True, pred.attempts, pred.label or "", "")
+    if isinstance(outcome, ServiceCallError):
+        return CallRecord(i, start - t0, end - start, False, outcome.attempts, "",
+                          str(outcome)[:300])
+    return CallRecord(i, start - t0, end - start, True, outcome.attempts, outcome.label or "",
+                      "")
 
 
 async def _drive_async(svc: HttpService, images: list[bytes], cfg: LoadParams,
@@ -76,15 +65,13 @@ async def _drive_async(svc: HttpService, images: list[bytes], cfg: LoadParams,
         t0 = time.perf_counter()
 
         async def one(i: int) -> None:
-            wait = limiter.delay()
-            if wait:
-                await asyncio.sleep(wait)
+            await limiter.aacquire()
             start = time.perf_counter()
             try:
                 pred = await svc.apredict(session, images[i % len(images)])
-                records.append(_record(i, t0, start, pred, None))
+                records.append(_record(i, t0, start, pred))
             except ServiceCallError as exc:
-                records.append(_record(i, t0, start, None, exc))
+                records.append(_record(i, t0, start, exc))
 
         if cfg.mode == "batch":
             for first in range(0, cfg.calls, cfg.concurrency):
@@ -103,21 +90,15 @@ async def _drive_async(svc: HttpService, images: list[bytes], cfg: LoadParams,
 
 def _drive_threads(svc: Service, images: list[bytes], cfg: LoadParams,
                    limiter: RateLimiter) -> list[CallRecord]:
-    import threading
-
-    lock = threading.Lock()
     t0 = time.perf_counter()
 
     def one(i: int) -> CallRecord:
-        with lock:
-            wait = limiter.delay()
-        if wait:
-            time.sleep(wait)
+        limiter.acquire()
         start = time.perf_counter()
         try:
-            return _record(i, t0, start, svc.predict(images[i % len(images)]), None)
+            return _record(i, t0, start, svc.predict(images[i % len(images)]))
         except ServiceCallError as exc:
-            return _record(i, t0, start, None, exc)
+            return _record(i, t0, start, exc)
 
     with ThreadPoolExecutor(cfg.concurrency) as pool:
         if cfg.mode == "batch":

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 from mlbench import paths
 from mlbench.console import warn
+from mlbench.core import ModelRef
 from mlbench.data.ablate import read_availability
 from mlbench.errors import UserError
 from mlbench.io import read_json
 from mlbench.params import Params
-from mlbench.services.base import ModelRef, Service, ServiceContext, create_service
 
 
 def selected_sizes(params: Params, ds: str, quiet: bool = False) -> Iterator[int]:
@@ -40,17 +40,6 @@ def selected_sizes(params: Params, ds: str, quiet: bool = False) -> Iterator[int
             warn(f"{ds}: ablation {n} unavailable ({avail.unavailable.get(n, 'not sampled')})")
 
 
-def open_service(params: Params, service: str, ds: str, n: int) -> Service:
-    ctx = ServiceContext(params=params, dataset=ds, ablation=n,
-                         state_dir=paths.model_dir(service, ds, n))
-    return create_service(service, ctx)
-
-
-def read_model(service: str, ds: str, n: int) -> ModelRef | None:
-    f = paths.model_json(service, ds, n)
-    return ModelRef.from_json(read_json(f)) if f.exists() else None
-
-
 def fingerprint(*parts: object) -> str:
     """A stable short hash of JSON-able parts: decides whether stored results still apply."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -61,7 +50,7 @@ def trained_models(params: Params, service: str, ds: str,
                    sizes: list[int] | None = None) -> Iterator[ModelRef]:
     """The recorded model of each size (the selected ones by default); warns for a missing one."""
     for n in sizes or list(selected_sizes(params, ds, quiet=True)):
-        model = read_model(service, ds, n)
+        model = ModelRef.load(paths.model_json(service, ds, n))
         if model is None:
             warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
             continue

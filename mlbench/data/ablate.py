@@ -1,10 +1,10 @@
 """`ablate` stage: stratified, seeded, nested training subsets of every size in the ladder.
 
-One canonical table (`ablations.csv`: size, split, filename, class) is the source of truth;
-every service's file format is derived from it (`export.py`). Sampling is nested by
-construction: each class gets one seeded permutation of its training images and size `n` takes
-its first `n`, so every image of a smaller ablation is in each larger one, and adding a size never
-changes the files of the others. Test images are never candidates.
+One canonical table (`data/<ds>/ablations.csv`: size, split, filename, class) is the source of
+truth the services train from; the seed's file formats are derived from it by `export`.
+Sampling is nested by construction: each class gets one seeded permutation of its training
+images and size `n` takes its first `n`, so every image of a smaller ablation is in each larger
+one, and adding a size never changes the files of the others. Test images are never candidates.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pandas as pd
 
 from mlbench import paths
 from mlbench.console import warn
+from mlbench.core import AblationSplit, ImageRef
 from mlbench.data.prepare import read_classes
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_csv, atomic_write_json, read_json
-from mlbench.services.base import AblationSplit, ImageRef
 
 TABLE_HEADER = ["size", "split", "filename", "class"]
 
@@ -91,7 +91,6 @@ def ablate_dataset(ds: str, sizes: tuple[int, ...], seed: int, val_fraction: flo
     rows = []
     for n in avail.available:
         rows += [(n, *r) for r in sample(pool, n, seed, val_fraction)]
-    paths.ablations_dir(ds).mkdir(parents=True, exist_ok=True)
     atomic_write_csv(paths.ablation_table(ds), TABLE_HEADER, rows)
     atomic_write_json(paths.availability_file(ds), {
         "available": list(avail.available),
@@ -123,15 +122,21 @@ def load_table(ds: str) -> pd.DataFrame:
 def load_split(ds: str, n: int) -> AblationSplit:
     """The size-`n` ablation as the services see it."""
     table = load_table(ds)
-    rows = table[table["size"] == n]
-    if rows.empty:
+    if not (table["size"] == n).any():
         avail = read_availability(ds)
         why = avail.unavailable.get(n, f"{n} is not in params.yaml ablations")
         raise UserError(f"{ds}: no ablation of {n} images per class ({why})")
+    return splits_of(ds, table, tuple(read_classes(ds)))[n]
 
-    def refs(split: str) -> tuple[ImageRef, ...]:
-        part = rows[rows["split"] == split]
-        return tuple(ImageRef(paths.split_dir(ds, "train") / c / f, f, c)
-                     for f, c in zip(part["filename"], part["class"], strict=True))
 
-    return AblationSplit(ds, n, tuple(read_classes(ds)), refs("train"), refs("val"))
+def splits_of(ds: str, table: pd.DataFrame, classes: tuple[str, ...]) -> dict[int, AblationSplit]:
+    """Every ablation of the canonical table, by size."""
+
+    def refs(part: pd.DataFrame) -> tuple[ImageRef, ...]:
+        return tuple(ImageRef(paths.split_dir(ds, "train") / c / f, c, s, f)
+                     for f, c, s in zip(part["filename"], part["class"], part["split"],
+                                        strict=True))
+
+    return {int(n): AblationSplit(ds, int(n), classes, refs(rows[rows["split"] == "train"]),
+                                  refs(rows[rows["split"] == "val"]))
+            for n, rows in table.groupby("size")}

@@ -1,97 +1,91 @@
-"""The canonical ablation table -> every service's file format; test sets; upload folders.
+"""The canonical tables -> the seed benchmark's files; the test set; the upload folders.
 
 File names follow the seed benchmark (`<ds>_train_<n>.csv`, `<ds>_train_vertex_<n>.csv`, ...)
-so its instructions and scripts keep working. Per size (9 CSV files, as in the seed):
-generic train/val, Vertex train/val, Hugging Face train/val, Nyckel (train + val in one file:
-Nyckel cross-validates internally), AWS train/val; plus one Ground Truth manifest per AWS split.
+and sit where it put them (`data/<ds>/ablations/`), so its instructions and scripts keep
+working. This module writes the generic files; each service that has a format of its own writes
+it from its `export.py` hook, given an `ExportTarget` (the generic parts stay here, the vendor
+parts in the vendor's package: one owner per format). The `export` command runs them all.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
-import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from mlbench import paths
-from mlbench.data.ablate import load_table
-from mlbench.data.labels import vertex_label_map
+from mlbench.core import AblationSplit, ImageRef
+from mlbench.data.ablate import load_table, splits_of
 from mlbench.data.prepare import read_classes
 from mlbench.errors import UserError
-from mlbench.io import atomic_write_csv, atomic_write_text
-from mlbench.services.base import ImageRef
+from mlbench.io import atomic_write_bytes, atomic_write_csv
 
-GENERIC = ["filename", "class"]
-HF = ["file", "label"]
-VERTEX_ML_USE = {"train": "training", "val": "validation", "test": "test"}
-VERTEX_FOLDER = {"train": "training_uploads", "val": "val_uploads", "test": "test_uploads"}
-TEST_FORMATS = ("local", "nyckel", "hg", "vertex", "aws")
+GENERIC = ("filename", "class")
+TEST_HEADER = GENERIC
+#: The bucket named in exported files when params.yaml names none (its default).
+DEFAULT_BUCKET = "mlbench-images"
 
 
-def _pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    return list(zip(frame["filename"], frame["class"], strict=True))
+@dataclass(frozen=True)
+class ExportTarget:
+    """What a format writer gets: the dataset's ablations and test set, and the buckets."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    splits: Mapping[int, AblationSplit]
+    tests: tuple[ImageRef, ...]
+    buckets: Mapping[str, str]
+
+    def bucket(self, cloud: str) -> str:
+        """`buckets.<cloud>` from params.yaml (the default bucket name when unset)."""
+        return (self.buckets.get(cloud) or "").strip() or DEFAULT_BUCKET
+
+    def write_csv(self, path: Path, header: Sequence[str] | None,
+                  rows: Iterable[Sequence[str]]) -> int:
+        """Write one file atomically; returns 1 (files written), for the stage's count."""
+        atomic_write_csv(path, header, rows)
+        return 1
+
+    def write_bytes(self, path: Path, data: bytes) -> int:
+        atomic_write_bytes(path, data)
+        return 1
 
 
-def vertex_rows(ds: str, split: str, pairs: Sequence[tuple[str, str]], bucket: str) -> list:
-    labels = vertex_label_map(read_classes(ds))
-    return [(VERTEX_ML_USE[split], f"gs://{bucket}/{VERTEX_FOLDER[split]}/{f}", labels[c])
-            for f, c in pairs]
+def pairs(refs: Iterable[ImageRef]) -> list[tuple[str, str]]:
+    """(upload name, class) of each image: the rows of the seed's generic CSVs."""
+    return [(r.name, r.class_name) for r in refs]
 
 
-def ground_truth_lines(pairs: Sequence[tuple[str, str]], classes: Sequence[str], bucket: str,
-                       prefix: str, attribute: str = "class") -> str:
-    """A SageMaker Ground Truth image-classification manifest, as Rekognition's API needs."""
-    index = {c: i for i, c in enumerate(classes)}
-    lines = []
-    for f, c in pairs:
-        lines.append(json.dumps({
-            "source-ref": f"s3://{bucket}/{prefix}/{c}/{f}",
-            attribute: index[c],
-            f"{attribute}-metadata": {
-                "confidence": 1,
-                "job-name": f"labeling-job/{attribute}",
-                "class-name": c,
-                "human-annotated": "yes",
-                "creation-date": "2023-05-01T00:00:00.000",
-                "type": "groundtruth/image-classification",
-            },
-        }))
-    return "".join(line + "\n" for line in lines)
+def export_target(ds: str, buckets: Mapping[str, str]) -> ExportTarget:
+    classes = tuple(read_classes(ds))
+    return ExportTarget(ds, classes, splits_of(ds, load_table(ds), classes),
+                        tuple(load_test_images(ds)), dict(buckets))
 
 
-def export_ablations(ds: str, buckets: dict[str, str]) -> int:
-    """Write every service format for every size in the canonical table; return files written."""
-    table = load_table(ds)
-    classes = read_classes(ds)
-    gbucket, abucket = buckets.get("google", "mlbench"), buckets.get("aws", "mlbench")
-    written = 0
-    for n, rows in table.groupby("size"):
-        train, val = _pairs(rows[rows["split"] == "train"]), _pairs(rows[rows["split"] == "val"])
-        vertex_train = vertex_rows(ds, "train", train, gbucket)
-        vertex_val = vertex_rows(ds, "val", val, gbucket)
-        files = {
-            paths.ablation_csv(ds, "train", n): (GENERIC, train),
-            paths.ablation_csv(ds, "val", n): (GENERIC, val),
-            paths.ablation_csv(ds, "train", n, "vertex"): (None, vertex_train),
-            paths.ablation_csv(ds, "val", n, "vertex"): (None, vertex_val),
-            paths.ablation_csv(ds, "train", n, "hg"): (HF, train),
-            paths.ablation_csv(ds, "val", n, "hg"): (HF, val),
-            paths.ablation_csv(ds, "train", n, "nyckel"): (GENERIC, train + val),
-            paths.ablation_csv(ds, "train", n, "aws"): (GENERIC, train),
-            paths.ablation_csv(ds, "val", n, "aws"): (GENERIC, val),
-        }
-        for path, (header, body) in files.items():
-            atomic_write_csv(path, header, body)
-        for split, pairs in (("train", train), ("val", val)):
-            atomic_write_text(paths.aws_manifest(ds, split, n),
-                              ground_truth_lines(pairs, classes, abucket, split))
-        written += len(files) + 2
+def export_generic(target: ExportTarget) -> int:
+    """The seed's generic train/val CSVs per size, and the generic test CSV."""
+    ds, written = target.dataset, 0
+    for n, split in target.splits.items():
+        written += target.write_csv(paths.ablation_csv(ds, "train", n), GENERIC,
+                                    pairs(split.train))
+        written += target.write_csv(paths.ablation_csv(ds, "val", n), GENERIC, pairs(split.val))
+    written += target.write_csv(paths.test_csv(ds, "local"), GENERIC, pairs(target.tests))
     return written
+
+
+def export_all(ds: str, buckets: Mapping[str, str],
+               hooks: Mapping[str, Callable[[ExportTarget], int]]) -> int:
+    """Every seed-format file of the dataset afresh: the generic ones, then each service's
+    (`hooks`: service name -> its export function); returns the number of files written."""
+    target = export_target(ds, buckets)
+    for folder in (paths.ablations_dir(ds), paths.tests_dir(ds)):
+        shutil.rmtree(folder, ignore_errors=True)
+    return export_generic(target) + sum(hook(target) for hook in hooks.values())
 
 
 def test_pairs(ds: str, per_class: int | None, seed: int) -> list[tuple[str, str]]:
@@ -103,34 +97,30 @@ def test_pairs(ds: str, per_class: int | None, seed: int) -> list[tuple[str, str
     test = manifest[manifest["split"] == "test"]
     if test.empty:
         raise UserError(f"{ds}: the test split is empty; see {paths.rejected_file(ds)}")
-    pairs = []
+    chosen = []
     for cls, group in test.groupby("class", sort=True):
         files = sorted(group["filename"])
         if per_class is not None and len(files) > per_class:
             random.Random(f"{seed}/test/{cls}").shuffle(files)
             files = sorted(files[:per_class])
-        pairs += [(f, cls) for f in files]
-    return pairs
+        chosen += [(f, cls) for f in files]
+    return chosen
 
 
-def export_testsets(ds: str, per_class: int | None, seed: int, buckets: dict[str, str]) -> None:
-    pairs = test_pairs(ds, per_class, seed)
-    gbucket = buckets.get("google", "mlbench")
-    paths.tests_dir(ds).mkdir(parents=True, exist_ok=True)
-    for fmt in TEST_FORMATS:
-        if fmt == "vertex":
-            atomic_write_csv(paths.test_csv(ds, fmt), None, vertex_rows(ds, "test", pairs, gbucket))
-        else:
-            atomic_write_csv(paths.test_csv(ds, fmt), HF if fmt == "hg" else GENERIC, pairs)
+def write_test_table(ds: str, per_class: int | None, seed: int) -> int:
+    """The canonical test set every service is scored on; returns its size."""
+    chosen = test_pairs(ds, per_class, seed)
+    atomic_write_csv(paths.test_table(ds), TEST_HEADER, chosen)
+    return len(chosen)
 
 
 def load_test_images(ds: str) -> list[ImageRef]:
-    """The test set every service is evaluated on (`<ds>_test_local.csv`)."""
-    f = paths.test_csv(ds, "local")
+    """The test set every service is evaluated on (`data/<ds>/test.csv`)."""
+    f = paths.test_table(ds)
     if not f.exists():
         raise UserError(f"{f}: missing; run `mlbench testsets {ds}` first")
     frame = pd.read_csv(f, dtype=str, keep_default_na=False)
-    return [ImageRef(paths.split_dir(ds, "test") / c / name, name, c)
+    return [ImageRef(paths.split_dir(ds, "test") / c / name, c, "test", name)
             for name, c in zip(frame["filename"], frame["class"], strict=True)]
 
 
@@ -142,17 +132,12 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def export_folders(ds: str) -> None:
-    """Flat upload folders per ablation (as the seed made) + AutoTrain zips (class folders)."""
-    table = load_table(ds)
+    """Flat upload folders per ablation and split, as the seed made them (hard links)."""
+    classes = tuple(read_classes(ds))
     shutil.rmtree(paths.uploads_dir(ds), ignore_errors=True)
-    for n, rows in table.groupby("size"):
-        for split in ("train", "val"):
-            part = _pairs(rows[rows["split"] == split])
-            folder = paths.upload_folder(ds, split, n)
+    for n, split in splits_of(ds, load_table(ds), classes).items():
+        for name, refs in (("train", split.train), ("val", split.val)):
+            folder = paths.upload_folder(ds, name, n)
             folder.mkdir(parents=True, exist_ok=True)
-            for f, c in part:
-                _link(paths.split_dir(ds, "train") / c / f, folder / f)
-            zpath = paths.autotrain_zip(ds, split, n)
-            with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as zf:
-                for f, c in part:
-                    zf.write(paths.split_dir(ds, "train") / c / f, f"{c}/{f}")
+            for ref in refs:
+                _link(ref.path, folder / ref.name)

@@ -31,13 +31,12 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from mlbench.data.extract import extract_archive, is_archive
-from mlbench.data.sources.base import FetchContext
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
 
@@ -84,6 +83,18 @@ class Remote:
 
 
 # -- settings and the mirror override -----------------------------------------------------------
+@dataclass(frozen=True)
+class FetchContext:
+    """What `fetch` may consult: the dataset's `sources.<ds>` params and the mirror override."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    mirror: str | None = None
+
+    @classmethod
+    def from_params(cls, ds: str, sources: dict[str, dict[str, Any]]) -> FetchContext:
+        return cls(settings=dict(sources.get(ds) or {}), mirror=os.environ.get("MLBENCH_MIRROR"))
+
+
 def check_settings(ds: str, settings: dict[str, Any]) -> None:
     """Refuse unknown or mistyped `sources.<ds>` keys (a typo must not fetch the wrong thing)."""
     for key, value in settings.items():

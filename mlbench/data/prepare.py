@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from mlbench import paths
 from mlbench.console import err
+from mlbench.core import ImageRef
 from mlbench.data.images import Outcome, output_suffix, process_image
 from mlbench.data.sources import get_source
-from mlbench.data.sources.base import RawImage
 from mlbench.errors import UserError
 from mlbench.io import CsvDraft, atomic_write_text
 
@@ -52,7 +52,7 @@ def safe_stem(name: str) -> str:
 Planned = tuple[str, str, str, str]  # split, class, raw path, output path (plain strings)
 
 
-def plan_outputs(ds: str, items: Iterable[RawImage]) -> list[Planned]:
+def plan_outputs(ds: str, items: Iterable[ImageRef]) -> list[Planned]:
     """Give each raw image its output path, with a file name unique across the dataset.
 
     Train images come first, so a test image can be checked for leakage as soon as its own
@@ -101,7 +101,7 @@ def prepare_dataset(ds: str, max_side: int, workers: int | None = None) -> Prepa
             pool.join()
 
 
-def _prepare(ds: str, items: Iterable[RawImage], max_side: int, pool: Pool | None,
+def _prepare(ds: str, items: Iterable[ImageRef], max_side: int, pool: Pool | None,
              workers: int) -> PrepareSummary:
     planned = plan_outputs(ds, items)
     if not planned:

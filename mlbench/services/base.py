@@ -1,121 +1,109 @@
 """The contract between the benchmark harness and every system under test.
 
-The harness (train / evaluate / load / report) only ever sees `Service`, `AblationSplit`,
-`ModelRef` and `Prediction`; it never knows a vendor. A service module registers itself with
-`@register` and is found by name from `params.yaml` `services`.
+The harness (train / evaluate / load) only ever sees `Service`, `ServiceContext`, `Job` and the
+core types; it never knows a vendor. A service is one package under `mlbench/services/`, found
+by name like a dataset (see `registry`), and gets a narrow context: its own validated settings,
+the seed, the bucket names, the dataset, the ablation and a state folder of its own.
 
 Lifecycle of one (service, dataset, ablation) run:
-    svc = create_service(name, ctx)
+
     svc.upload(split)            # idempotent, resumable: a rerun sends only what is missing
-    model = svc.train(split)     # blocks until trained; returns ids + training seconds
-    ...                          # model.json written by the harness
+    job = svc.submit(split)      # returns at once with what identifies the training
+    model = svc.wait(job)        # until trained (and deployed, where the vendor deploys)
+    ...                          # model.json written by the harness, never by a service
     svc.connect(model)           # later, possibly in another process: get ready to predict
     svc.predict(image_bytes)     # one call = one request, timed by the harness
-    svc.close()                  # always; stops anything the service started locally
+    svc.teardown(model)          # stop what is billed while deployed
+    svc.close()                  # always; releases what the service holds locally
+
+A resource made by hand (the seed's console path) is named in the service's params block as
+`<service>.endpoints.<dataset>.<ablation>`; the harness then calls `adopt(value)` instead of
+upload/submit/wait.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mlbench import paths
+from mlbench.core import AblationSplit, ModelRef, Prediction, utc_now
 from mlbench.errors import UserError
-from mlbench.params import Params
 
 
 @dataclass(frozen=True)
-class ImageRef:
-    """One prepared image: its file, its upload file name (unique in the dataset), its class."""
+class ServiceSettings:
+    """Base of every service's validated params block (`settings.py` defines `Settings`).
 
-    path: Path
-    filename: str
-    class_name: str
-
-
-@dataclass(frozen=True)
-class AblationSplit:
-    """The training data of one ablation: `size` images per class, split into train and val."""
-
-    dataset: str
-    size: int
-    classes: tuple[str, ...]
-    train: tuple[ImageRef, ...]
-    val: tuple[ImageRef, ...]
-
-    @property
-    def all(self) -> tuple[ImageRef, ...]:
-        """Train + val, for services that cross-validate internally (Nyckel)."""
-        return self.train + self.val
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A service's answer for one image.
-
-    `label` is None when the service answered but named no class (e.g. Rekognition below its
-    threshold): that counts as wrong, never as an error. `attempts` counts HTTP attempts, so
-    retries (429/503) are visible in the results.
+    `endpoints` holds the resources made by hand, `dataset -> ablation -> id or URL`, in the one
+    shape every service reads them in. `MODEL_FIELDS` names the settings that decide the trained
+    model: changing one of them trains anew, changing any other (a timeout, a poll interval)
+    does not.
     """
 
-    label: str | None
-    confidence: float
-    scores: dict[str, float] | None = None
-    attempts: int = 1
+    endpoints: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.confidence <= 1.0:
-            raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class ModelRef:
-    """What `train` produced: enough to call the model later from another process.
-
-    `ids` holds the service's own identifiers (function id, endpoint URL, model ARN, ...);
-    `train_seconds` is the service's training time, from its own timestamps where it has them.
-    Serialised as `results/<svc>/<ds>/models/<n>/model.json`. Never holds a secret.
-    """
-
-    service: str
-    dataset: str
-    ablation: int
-    ids: dict[str, str] = field(default_factory=dict)
-    train_seconds: float | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelRef:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+    def parse(cls, raw: Mapping[str, Any]) -> ServiceSettings:
+        """Validate the block; a bad value raises a one-line `UserError` naming its key."""
+        raise NotImplementedError(f"{cls.__name__}.parse")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def hand_given(self, dataset: str, ablation: int) -> str | None:
+        """`<service>.endpoints.<dataset>.<ablation>`, when the user made that resource."""
+        return self.endpoints.get(dataset, {}).get(ablation)
+
+    def model_settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.MODEL_FIELDS}
 
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """What a service gets at construction: the params, the dataset, and a folder of its own.
+    """What a service gets: its settings, the run it serves, and a folder of its own.
 
-    `state_dir` (`results/<svc>/<ds>/models/<n>/`) is where a service records what it created
-    (uploaded keys, dataset ids, job ids) so a rerun continues instead of duplicating.
+    `state_dir` (`results/runs/<svc>/<ds>/models/<n>/`) is where a service records what it
+    created (uploads, dataset ids, job ids) so a rerun continues instead of duplicating.
+    `in_flight` is the most calls the harness will have in flight at once (to size pools).
     """
 
-    params: Params
+    service: str
+    settings: Any
     dataset: str
     ablation: int
+    seed: int
+    buckets: Mapping[str, str]
     state_dir: Path
+    in_flight: int = 10
+
+    def bucket(self, cloud: str) -> str:
+        """`buckets.<cloud>` from params.yaml, or a one-line error saying to set it."""
+        name = (self.buckets.get(cloud) or "").strip()
+        if not name:
+            raise UserError(f"params.yaml: buckets.{cloud}: set the bucket the {self.service} "
+                            "service uploads to")
+        return name
+
+
+@dataclass
+class Job:
+    """A training handed to a service: what `wait` needs to follow it to a model."""
+
+    dataset: str
+    ablation: int
+    ids: dict[str, Any] = field(default_factory=dict)
+    submitted_at: str = field(default_factory=utc_now)
 
 
 class Service(ABC):
-    """A system under test. Subclasses set `name` and implement the five methods."""
+    """A system under test. A subclass sets `name` and implements submit/wait/connect/predict."""
 
     name: ClassVar[str]
     #: Requests per second the vendor allows (None: no documented limit); the load test and
@@ -126,25 +114,50 @@ class Service(ABC):
         self.ctx = ctx
 
     @property
-    def settings(self) -> dict[str, Any]:
-        """This service's block of `params.yaml` (`local:`, `nyckel:`, `vertex:`, ...)."""
-        return self.ctx.params.section(self.name)
+    def settings(self) -> Any:
+        return self.ctx.settings
 
     def model_settings(self) -> dict[str, Any]:
         """Everything besides the ablation's images that decides the trained model.
 
         `train` reuses a recorded model only while this (and the data) is unchanged.
         """
-        return self.settings
+        return self.settings.model_settings()
 
-    @abstractmethod
-    def upload(self, split: AblationSplit) -> None:
+    def hand_given(self) -> str | None:
+        return self.settings.hand_given(self.ctx.dataset, self.ctx.ablation)
+
+    def where(self, key: str = "endpoints") -> str:
+        """The params key of this run's hand-given value, for messages."""
+        return f"{self.name}.{key}.{self.ctx.dataset}.{self.ctx.ablation}"
+
+    # -- training --------------------------------------------------------------------------------
+    def upload(self, split: AblationSplit) -> None:  # noqa: B027 - optional: local needs none
         """Send the ablation's images to the service. Idempotent and resumable."""
 
     @abstractmethod
-    def train(self, split: AblationSplit) -> ModelRef:
-        """Train on the uploaded ablation and wait until the model can predict."""
+    def submit(self, split: AblationSplit) -> Job:
+        """Start training on the uploaded ablation (or find the training a crash left); return
+        at once, with the job recorded in the service's state."""
 
+    @abstractmethod
+    def wait(self, job: Job) -> ModelRef:
+        """Follow `job` until its model can predict; the model's ids and training time."""
+
+    def train(self, split: AblationSplit) -> ModelRef:
+        """Submit, then wait: one ablation, start to finish."""
+        return self.wait(self.submit(split))
+
+    def adopt(self, given: str) -> ModelRef:
+        """A model made by hand (`<service>.endpoints.<ds>.<n>`), described and checked."""
+        raise UserError(f"params.yaml: {self.where()}: the {self.name} service takes no "
+                        "hand-given resources")
+
+    def recorded(self) -> ModelRef | None:
+        """The model this run recorded (model.json), for the vendor commands."""
+        return ModelRef.load(paths.model_json(self.name, self.ctx.dataset, self.ctx.ablation))
+
+    # -- serving ---------------------------------------------------------------------------------
     @abstractmethod
     def connect(self, model: ModelRef) -> None:
         """Prepare to predict with `model` (start a local server, check an endpoint, ...)."""
@@ -152,6 +165,19 @@ class Service(ABC):
     @abstractmethod
     def predict(self, image: bytes) -> Prediction:
         """Classify one image with one request (retries on 429/5xx are allowed and counted)."""
+
+    def describe(self, model: ModelRef) -> str:
+        """One line on the model's state at the vendor (`mlbench <service> status`)."""
+        return "trained"
+
+    def deploy(self, model: ModelRef) -> str:
+        """Make a torn-down model callable again; one line on where it is."""
+        self.connect(model)
+        return "ready"
+
+    def teardown(self, model: ModelRef) -> str:
+        """Stop whatever bills while the model is deployed; one line on what was done."""
+        return "nothing billed"
 
     def close(self) -> None:  # noqa: B027 - optional hook: most services hold nothing
         """Release what the service holds locally (servers, sessions). Always called."""
@@ -161,49 +187,3 @@ class Service(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_REGISTRY: dict[str, type[Service]] = {}
-
-
-def register(cls: type[Service]) -> type[Service]:
-    """Class decorator: make a service available under `cls.name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-# Service modules, imported lazily so a missing optional SDK never breaks the others.
-_MODULES = {
-    "local": "mlbench.services.local",
-    "nyckel": "mlbench.services.nyckel",
-    "huggingface": "mlbench.services.huggingface",
-    "vertex": "mlbench.services.vertex",
-    "rekognition": "mlbench.services.rekognition",
-}
-
-
-# Services with commands of their own (`mlbench <service> ...`), and where those live.
-CLI_MODULES = {
-    "nyckel": "mlbench.services.nyckel",
-    "vertex": "mlbench.services.vertex.cli",
-    "rekognition": "mlbench.services.rekognition",
-}
-
-
-def service_names() -> list[str]:
-    return list(_MODULES)
-
-
-def service_class(name: str) -> type[Service]:
-    if name not in _MODULES:
-        raise UserError(f"unknown service {name!r}; choose one of {', '.join(_MODULES)}")
-    if name not in _REGISTRY:
-        import importlib
-
-        importlib.import_module(_MODULES[name])
-    return _REGISTRY[name]
-
-
-def create_service(name: str, ctx: ServiceContext) -> Service:
-    return service_class(name)(ctx)
-

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
+from mlbench.core import ImageRef
+from mlbench.data.sources.base import DatasetSource, FetchContext
 from mlbench.io import atomic_write_text
 
 SPLIT_SEED = 20230501
@@ -59,7 +60,7 @@ class ArraySource(DatasetSource):
                 self.to_image(images[i]).save(out, format="PNG")
         atomic_write_text(done, f"v{self.raw_version} {len(labels)} images\n")
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         for split in ("train", "test"):
             for path in sorted((raw / split).glob("*/*.png")):
-                yield RawImage(path=path, class_name=path.parent.name, split=split)
+                yield ImageRef(path=path, class_name=path.parent.name, split=split)

@@ -8,35 +8,15 @@ dataset is one small module under `mlbench/data/sources/`.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from mlbench.core import ImageRef
+from mlbench.data.fetch import FetchContext
 
 Split = Literal["train", "test"]
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """One image as found in the raw data: where it is, its class and its official split."""
-
-    path: Path
-    class_name: str
-    split: Split
-
-
-@dataclass(frozen=True)
-class FetchContext:
-    """What `fetch` may consult: the dataset's `sources.<ds>` params and the mirror override."""
-
-    settings: dict[str, Any] = field(default_factory=dict)
-    mirror: str | None = None
-
-    @classmethod
-    def from_params(cls, ds: str, sources: dict[str, dict[str, Any]]) -> FetchContext:
-        return cls(settings=dict(sources.get(ds) or {}), mirror=os.environ.get("MLBENCH_MIRROR"))
 
 
 class DatasetSource(ABC):
@@ -52,5 +32,6 @@ class DatasetSource(ABC):
         """Put the dataset's files under `raw` (idempotent: skip what is already complete)."""
 
     @abstractmethod
-    def images(self, raw: Path) -> Iterator[RawImage]:
-        """Yield every candidate image in `raw` with its class and split (corrupt ones too)."""
+    def images(self, raw: Path) -> Iterator[ImageRef]:
+        """Yield every candidate image in `raw` with its class and official split (`train` or
+        `test`; corrupt ones too: `prepare` rejects them with a reason)."""

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import image_files
 from mlbench.data.fetch import Remote, fetch_files
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split
 from mlbench.errors import UserError
 from mlbench.io import atomic_write_json
 
@@ -53,7 +54,7 @@ class Beans(DatasetSource):
                                 f"files like {parquet_name('train')}")
             unpack_parquet(path, raw / "images" / split)
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         root = raw / "images"
         for hf_split, split in SPLITS.items():
             folder = root / hf_split
@@ -61,7 +62,7 @@ class Beans(DatasetSource):
                 continue
             for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
                 for path in image_files(class_dir, raw):
-                    yield RawImage(path=path, class_name=class_dir.name, split=split)
+                    yield ImageRef(path=path, class_name=class_dir.name, split=split)
 
 
 def _hf_split_of(name: str) -> str | None:

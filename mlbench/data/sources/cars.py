@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import find_dirs, find_files, image_files
 from mlbench.data.fetch import Remote, fetch_and_extract
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage
+from mlbench.data.sources.base import DatasetSource, FetchContext
 from mlbench.errors import UserError
 
 KAGGLE = "jessicali9530/stanford-cars-dataset"
@@ -51,7 +52,7 @@ class Cars(DatasetSource):
         fetch_and_extract(self.name, raw, ctx, REMOTES)
         _layout(raw)  # fail now, in fetch, if a needed file is missing
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         yield from _layout(raw)()
 
 
@@ -64,7 +65,7 @@ def image_dir(raw: Path, name: str) -> Path | None:
     return next((d for d in find_dirs(raw, name) if image_files(d, raw)), None)
 
 
-def _layout(raw: Path) -> Callable[[], Iterator[RawImage]]:
+def _layout(raw: Path) -> Callable[[], Iterator[ImageRef]]:
     """Which layout `raw` holds, as a generator of its images; UserError naming what lacks."""
     meta = _first(find_files(raw, "cars_meta.mat"))
     train_annos = _first(find_files(raw, "cars_train_annos.mat"))
@@ -119,21 +120,21 @@ def _class_of(rec: Any, names: list[str], path: Path) -> str:
 
 
 def _devkit(meta: Path, train_annos: Path, test_annos: Path, train_dir: Path,
-            test_dir: Path) -> Iterator[RawImage]:
+            test_dir: Path) -> Iterator[ImageRef]:
     names = class_names(_load(meta), meta)
     for split, annos, folder in (("train", train_annos, train_dir),
                                  ("test", test_annos, test_dir)):
         for rec in _annotations(_load(annos), annos):
-            yield RawImage(path=folder / Path(str(rec.fname)).name,
+            yield ImageRef(path=folder / Path(str(rec.fname)).name,
                            class_name=_class_of(rec, names, annos), split=split)
 
 
-def _all_in_one(annos: Path, base: Path) -> Iterator[RawImage]:
+def _all_in_one(annos: Path, base: Path) -> Iterator[ImageRef]:
     mat = _load(annos)
     names = class_names(mat, annos)
     for rec in _annotations(mat, annos):
         rel = Path(*[p for p in str(rec.relative_im_path).split("/") if p not in ("", ".", "..")])
-        yield RawImage(path=base / rel, class_name=_class_of(rec, names, annos),
+        yield ImageRef(path=base / rel, class_name=_class_of(rec, names, annos),
                        split="test" if int(rec.test) else "train")
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import find_files
 from mlbench.data.fetch import Remote, fetch_and_extract
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split
 from mlbench.errors import UserError
 
 REMOTES = [Remote(name="food-101.tar.gz", url="http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
@@ -28,7 +29,7 @@ class Food(DatasetSource):
         fetch_and_extract(self.name, raw, ctx, REMOTES)
         _root(raw)
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         root = _root(raw)
         splits: tuple[tuple[Split, str], ...] = (("train", "train.txt"), ("test", "test.txt"))
         for split, listing in splits:
@@ -39,7 +40,7 @@ class Food(DatasetSource):
                 class_name, _, stem = entry.partition("/")
                 if not stem or ".." in entry.split("/"):
                     raise UserError(f"{root / 'meta' / listing}: unexpected line {line!r}")
-                yield RawImage(path=root / "images" / class_name / f"{stem}.jpg",
+                yield ImageRef(path=root / "images" / class_name / f"{stem}.jpg",
                                class_name=class_name, split=split)
 
 

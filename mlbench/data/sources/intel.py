@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import find_dirs, image_files
 from mlbench.data.fetch import Remote, fetch_and_extract
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split
 from mlbench.errors import UserError
 
 KAGGLE = "puneet6060/intel-image-classification"
@@ -30,12 +31,12 @@ class Intel(DatasetSource):
         for _, folder in SPLIT_DIRS:
             class_root(raw, folder)
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         for split, folder in SPLIT_DIRS:
             root = class_root(raw, folder)
             for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
                 for path in image_files(class_dir, raw):
-                    yield RawImage(path=path, class_name=class_dir.name, split=split)
+                    yield ImageRef(path=path, class_name=class_dir.name, split=split)
 
 
 def class_root(raw: Path, name: str) -> Path:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import find_dirs, find_files
 from mlbench.data.fetch import Remote, fetch_and_extract
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split
 from mlbench.errors import UserError
 
 BASE = "https://thor.robots.ox.ac.uk/~vgg/data/pets"
@@ -34,7 +35,7 @@ class Pets(DatasetSource):
         fetch_and_extract(self.name, raw, ctx, REMOTES)
         _folders(raw)
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         annotations, images = _folders(raw)
         for split, listing in LISTS:
             for line in (annotations / listing).read_text(encoding="utf-8").splitlines():
@@ -45,7 +46,7 @@ class Pets(DatasetSource):
                 breed, sep, number = name.rpartition("_")
                 if not sep or not breed or "/" in name or "\\" in name:
                     raise UserError(f"{annotations / listing}: unexpected line {line!r}")
-                yield RawImage(path=images / f"{name}.jpg", class_name=breed, split=split)
+                yield ImageRef(path=images / f"{name}.jpg", class_name=breed, split=split)
 
 
 def _folders(raw: Path) -> tuple[Path, Path]:

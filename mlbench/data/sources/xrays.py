@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlbench.core import ImageRef
 from mlbench.data.extract import find_dirs, image_files
 from mlbench.data.fetch import Remote, fetch_and_extract
-from mlbench.data.sources.base import DatasetSource, FetchContext, RawImage, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split
 from mlbench.errors import UserError
 
 KAGGLE = "paultimothymooney/chest-xray-pneumonia"
@@ -34,7 +35,7 @@ class Xrays(DatasetSource):
         fetch_and_extract(self.name, raw, ctx, REMOTES)
         tree_root(raw)
 
-    def images(self, raw: Path) -> Iterator[RawImage]:
+    def images(self, raw: Path) -> Iterator[ImageRef]:
         root = tree_root(raw)
         for folder, split in SPLITS.items():
             split_dir = root / folder
@@ -44,7 +45,7 @@ class Xrays(DatasetSource):
                 if class_dir.name.startswith("."):
                     continue
                 for path in image_files(class_dir, raw):
-                    yield RawImage(path=path, class_name=class_dir.name, split=split)
+                    yield ImageRef(path=path, class_name=class_dir.name, split=split)
 
 
 def tree_root(raw: Path) -> Path:

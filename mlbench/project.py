@@ -1,0 +1,40 @@
+"""The project's params, checked against what this install knows: datasets and services.
+
+`mlbench.params` checks the shape of every key; this adds what needs the registries above it:
+each dataset and service name exists, and the params block of every service is valid (a typo in
+the block of a service not in `services:` is caught too). Every command reads params here first,
+so a mistake stops the run before anything is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlbench import paths
+from mlbench.data.sources import dataset_names
+from mlbench.errors import UserError
+from mlbench.params import Params, load_params, parse_params
+from mlbench.services.registry import parse_settings, service_names
+
+
+def check_params(params: Params) -> Params:
+    """`params`, once every dataset, service and service block in it is known and valid."""
+    for key, names, known in (("datasets", params.datasets, dataset_names()),
+                              ("services", params.services, service_names())):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(f"params.yaml: {key}: each must be one of {', '.join(known)}, "
+                            f"got {unknown[0]!r}")
+    for name in service_names():
+        if name in params.raw or name in params.services:
+            parse_settings(name, params.section(name))
+    return params
+
+
+def parse_checked_params(data: dict[str, Any]) -> Params:
+    return check_params(parse_params(data))
+
+
+def load_checked_params(path: Path = paths.PARAMS_FILE) -> Params:
+    return check_params(load_params(path))

@@ -1,0 +1,126 @@
+"""The lifecycle plumbing every cloud service shares: its state record and its waits.
+
+- `StateStore`: what a run created at the vendor (ids, operation names, timestamps), one JSON
+  file in the run's state folder, rewritten atomically on every change, so a crash at any point
+  leaves a record a rerun picks up instead of creating the resource again.
+- `UploadLog`: an append-only record of uploads the vendor does not let us list cheaply
+  (key -> the vendor's id), fsync'd per row, so a killed upload resumes where it stopped.
+- `wait_for`: poll until a long operation ends, with one live status line; on timeout one line
+  saying what goes on at the vendor and what a rerun does.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlbench.errors import ServiceError
+from mlbench.io import CsvAppender, atomic_write_json, read_json
+
+T = TypeVar("T")
+
+
+class StateStore:
+    """One run's record of what it created at the vendor.
+
+    `identity` (API base URL, project, region...) is stored with the record; a record made
+    against another identity (a fake, another project) is ignored rather than reused.
+    """
+
+    def __init__(self, path: Path, identity: Mapping[str, Any] | None = None):
+        self.path = path
+        self.identity = dict(identity or {})
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self._read()
+        return self._data
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = read_json(self.path)
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        if any(data.get(k) != v for k, v in self.identity.items()):
+            return {}
+        return {k: v for k, v in data.items() if k not in self.identity}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def update(self, **changes: Any) -> None:
+        """Set keys (a None value removes the key) and save at once."""
+        for key, value in changes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        atomic_write_json(self.path, {**self.identity, **self.data})
+
+    def reset(self, **fresh: Any) -> None:
+        """Forget everything recorded (the inputs changed) and start from `fresh`."""
+        self._data = {}
+        self.update(**fresh)
+
+
+class UploadLog:
+    """What was uploaded where: rows of (scope, key, remote id, outcome), appended as they come.
+
+    `scope` is what the keys belong to (a function, a project); `done(scope)` answers which keys
+    already have a remote id there, so a rerun sends only the rest.
+    """
+
+    HEADER = ("scope", "key", "remote_id", "outcome")
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def done(self, scope: str) -> dict[str, str]:
+        if not self.path.exists():
+            return {}
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            return {row["key"]: row["remote_id"] for row in csv.DictReader(fh)
+                    if row.get("scope") == scope and row.get("remote_id")}
+
+    def writer(self) -> CsvAppender:
+        """An appender for new rows (`write([scope, key, remote_id, outcome])`); close it."""
+        return CsvAppender(self.path, self.HEADER)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def wait_for(check: Callable[[], tuple[bool, str, T]], *, what: str, every: float,
+             timeout: float, hint: str, sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> T:
+    """Call `check()` every `every` seconds until it reports done; return its payload.
+
+    `check` returns (done, state shown to the user, payload). A live line shows the state and
+    the time waited. After `timeout` seconds this raises `ServiceError`: "<what> still <state>
+    after <time>; <hint>" (the hint says what goes on at the vendor and what a rerun does).
+    """
+    from tqdm import tqdm
+
+    start = clock()
+    with tqdm(desc=what, bar_format="{desc} [{elapsed}]", leave=False) as line:
+        while True:
+            done, state, payload = check()
+            line.set_description_str(f"{what}: {state}")
+            if done:
+                return payload
+            waited = clock() - start
+            if waited >= timeout:
+                raise ServiceError(f"{what} still {state} after {duration(waited)}; {hint}")
+            sleep(max(0.0, min(every, timeout - waited)))

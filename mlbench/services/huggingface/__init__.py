@@ -1,0 +1,1 @@
+"""Hugging Face: a model served by a dedicated Inference Endpoint (see docs/services/huggingface.md)."""
