@@ -48,8 +48,9 @@ from _common import (
 )
 
 from mlbench.bench.load import drive, summarise
-from mlbench.params import LoadParams, parse_params
-from mlbench.services.base import AblationSplit, ModelRef, Prediction, ServiceContext
+from mlbench.core import AblationSplit, ModelRef, Prediction
+from mlbench.params import LoadParams
+from mlbench.services.base import Job, ServiceContext, ServiceSettings
 from mlbench.services.http import HttpRequest, HttpService, parse_label_scores
 
 ANSWER = '[{"label":"a","score":0.9}]'
@@ -110,11 +111,12 @@ class FixedJsonService(HttpService):
         super().__init__(ctx)
         self.url = url
 
-    def upload(self, split: AblationSplit) -> None:
-        """Nothing to upload: the server answers a fixed JSON."""
+    def submit(self, split: AblationSplit) -> Job:
+        """Nothing to train: the server answers a fixed JSON."""
+        return Job(split.dataset, split.size)
 
-    def train(self, split: AblationSplit) -> ModelRef:
-        return ModelRef(self.name, split.dataset, split.size)
+    def wait(self, job: Job) -> ModelRef:
+        return ModelRef(self.name, job.dataset, job.ablation)
 
     def connect(self, model: ModelRef) -> None:
         """Nothing to connect: the URL is given at construction."""
@@ -301,7 +303,8 @@ def main() -> None:
         with nginx_server(nginx, tmp) as url:
             verify_server(url)
             say(f"nginx answering on {url}")
-            ctx = ServiceContext(parse_params({}), "digits", 0, tmp / "state")
+            ctx = ServiceContext("bench-fixed-json", ServiceSettings(), "digits", 0, 0, {},
+                                 tmp / "state")
             svc = FixedJsonService(ctx, url)
             try:
                 run_ours(svc, images, 500, "sustained")  # warm-up: imports, connection pool

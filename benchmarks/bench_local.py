@@ -113,29 +113,24 @@ def bench_embed(sets: dict[str, list[bytes]], repeats: int) -> list[dict[str, An
 
 # -- shared: a LocalService on an ablation sampled the way `ablate` does -------------------------
 def _split(seed: int):
-    from mlbench.data.ablate import sample, train_pool
+    import pandas as pd
+
+    from mlbench.data.ablate import TABLE_HEADER, sample, splits_of, train_pool
     from mlbench.data.prepare import read_classes
     from mlbench.params import Params
-    from mlbench.services.base import AblationSplit, ImageRef
 
     rows = sample(train_pool(DS), PER_CLASS, seed, Params().val_fraction)
-
-    def refs(split: str) -> tuple[ImageRef, ...]:
-        from mlbench import paths
-
-        return tuple(ImageRef(paths.split_dir(DS, "train") / c / f, f, c)
-                     for s, f, c in rows if s == split)
-
-    return AblationSplit(DS, PER_CLASS, tuple(read_classes(DS)), refs("train"), refs("val"))
+    table = pd.DataFrame([(PER_CLASS, *r) for r in rows], columns=TABLE_HEADER)
+    return splits_of(DS, table, tuple(read_classes(DS)))[PER_CLASS]
 
 
 def _service(name: str, seed: int, state: Path):
-    from mlbench.params import parse_params
     from mlbench.services.base import ServiceContext
-    from mlbench.services.local import LocalService
+    from mlbench.services.local.service import LocalService
+    from mlbench.services.local.settings import Settings
 
-    params = parse_params({"datasets": [DS], "seed": seed, "local": {"features": name}})
-    return LocalService(ServiceContext(params, DS, PER_CLASS, state))
+    return LocalService(ServiceContext("local", Settings(features=name), DS, PER_CLASS, seed, {},
+                                       state))
 
 
 # -- (b) the served model ------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def child_prepare(images: Path, limit: int, max_side: int, workers: int | None) 
     """The real prepare stage on a temporary project whose source lists the synthetic set."""
     import mlbench.data.prepare as prepare
     from mlbench.core import ImageRef
-from mlbench.data.sources.base import DatasetSource, FetchContext
+    from mlbench.data.sources.base import DatasetSource, FetchContext
 
     listed = image_files(images, limit)
 

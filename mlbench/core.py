@@ -9,6 +9,7 @@ the others' modules for it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ class AblationSplit:
     def all(self) -> tuple[ImageRef, ...]:
         """Train + val, for services that cross-validate internally (Nyckel)."""
         return self.train + self.val
+
+    @property
+    def digest(self) -> str:
+        """8 hex digits naming what the ablation holds (which file of which class in which
+        split). Cloud resources are named with it, so a changed ablation (another seed, new
+        data) gets new ones instead of reusing what was built from the old images."""
+        rows = sorted(f"{part}\t{r.class_name}\t{r.name}" for part, refs in
+                      (("train", self.train), ("val", self.val)) for r in refs)
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A mistake in input, params or environment, with a message saying what to do."""
@@ -24,6 +27,18 @@ class MissingExtra(UserError):
         super().__init__(f"{feature} needs the Python package {module!r}, which is not "
                          f"installed: pip install 'mlbench[{extra}]'")
         self.extra = extra
+
+
+@contextmanager
+def needs_extra(feature: str, extra: str) -> Iterator[None]:
+    """Turn a missing third-party module imported inside into `MissingExtra` for `extra`."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if not missing or missing == "mlbench":
+            raise
+        raise MissingExtra(feature, missing, extra) from None
 
 
 class ServiceError(Exception):

@@ -241,30 +241,37 @@ class SettingsBlock:
             raise self.fail(key, f"must be one of {', '.join(options)}", value)
         return value
 
-    def per_ablation(self, key: str, what: str,
-                     check: Callable[[str], bool] = lambda _: True) -> dict[str, dict[int, str]]:
+    def per_ablation(self, key: str, what: str, check: Callable[[Any], bool] = lambda _: True,
+                     convert: Callable[[Any], Any] = lambda v: str(v).strip()
+                     ) -> dict[str, dict[int, Any]]:
         """`<block>.<key>.<dataset>.<ablation>: <value>`, e.g. a hand-given endpoint per ablation.
 
         Every service that can be pointed at resources made by hand reads them in this one
-        shape; `what` names the value in errors and `check` says whether a value is well formed.
+        shape. A value (text or a number) is turned into what the service needs by `convert`
+        (text by default), and `check` says whether the result is well formed; `what` names
+        it in errors.
         """
         raw = self.raw.get(key) or {}
         if not isinstance(raw, Mapping):
             raise self.fail(key, f"must map dataset -> ablation -> {what}", raw)
-        out: dict[str, dict[int, str]] = {}
+        out: dict[str, dict[int, Any]] = {}
         for ds, sizes in raw.items():
             if not isinstance(sizes, Mapping):
-                raise self.fail(f"{key}.{ds}", f"must map ablation sizes to a {what} (one per "
+                raise self.fail(f"{key}.{ds}", f"must map ablation sizes to {what}s (one per "
                                 "ablation)", sizes)
             for size, value in sizes.items():
                 n = int(size) if isinstance(size, str) and size.isdigit() else size
                 if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                     raise self.fail(f"{key}.{ds}", "ablation sizes must be positive integers",
                                     size)
-                if not isinstance(value, str | int) or isinstance(value, bool) \
-                        or not str(value).strip() or not check(str(value).strip()):
-                    raise self.fail(f"{key}.{ds}.{n}", f"must be a {what}", value)
-                out.setdefault(str(ds), {})[n] = str(value).strip()
+                try:
+                    ok = (not isinstance(value, bool) and isinstance(value, str | int | float)
+                          and (converted := convert(value)) != "" and check(converted))
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    raise self.fail(f"{key}.{ds}.{n}", f"must be a valid {what}", value)
+                out.setdefault(str(ds), {})[n] = converted
         return out
 
     def mapping(self, key: str, shape: str) -> Mapping[str, Any]:

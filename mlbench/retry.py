@@ -43,16 +43,26 @@ class RetryLater(Exception):
         self.after = after
 
 
+class GaveUp(ServiceCallError):
+    """Every attempt the policy allows was worth another one: the last one's outcome."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts, how long to wait between them, and each attempt's own timeout."""
+    """How many attempts (and, optionally, for how long), how long to wait between them, and
+    each attempt's own timeout."""
 
-    max_attempts: int = 6
+    max_attempts: int | None = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
     #: A server's own `Retry-After` / `estimated_time` is honoured up to this many seconds.
     max_server_delay: float = 300.0
     timeout: float = 30.0
+    #: Stop once this many seconds have passed since the first attempt (None: no time limit);
+    #: no wait runs past it.
+    max_seconds: float | None = None
+    #: The shortest wait between attempts, even when a server says 0.
+    min_delay: float = 0.0
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt `attempt + 1`."""
@@ -60,41 +70,46 @@ class RetryPolicy:
 
     def delay(self, error: RetryLater, attempt: int) -> float:
         if error.after is not None:
-            return min(max(0.0, error.after), self.max_server_delay)
-        return self.backoff(attempt)
+            return max(self.min_delay, min(max(0.0, error.after), self.max_server_delay))
+        return max(self.min_delay, self.backoff(attempt))
 
-    def _options(self) -> dict:
+    def _options(self, what: str) -> dict:
         def wait(state: tenacity.RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
-            return self.delay(error, state.attempt_number) if isinstance(error, RetryLater) \
+            delay = self.delay(error, state.attempt_number) if isinstance(error, RetryLater) \
                 else 0.0
+            if self.max_seconds is not None:
+                delay = min(delay, max(0.0, self.max_seconds - (state.seconds_since_start or 0)))
+            return delay
 
-        return {"stop": tenacity.stop_after_attempt(self.max_attempts), "wait": wait,
-                "retry": tenacity.retry_if_exception_type(RetryLater), "reraise": True}
+        def gave_up(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            n = state.attempt_number
+            spent = f" in {state.seconds_since_start:.1f} s" if self.max_seconds else ""
+            raise GaveUp(f"{what}: gave up after {n} attempt{'s' if n > 1 else ''}{spent}: "
+                         f"{error}", getattr(error, "status", None), n) from None
 
-    def _gave_up(self, what: str, error: RetryLater) -> ServiceCallError:
-        return ServiceCallError(f"{what}: gave up after {self.max_attempts} attempts: {error}",
-                                error.status, self.max_attempts)
+        stop = tenacity.stop_never if self.max_attempts is None \
+            else tenacity.stop_after_attempt(self.max_attempts)
+        if self.max_seconds is not None:
+            stop = stop | tenacity.stop_after_delay(self.max_seconds)
+        return {"stop": stop, "wait": wait, "retry_error_callback": gave_up,
+                "retry": tenacity.retry_if_exception_type(RetryLater)}
 
     def call(self, attempt: Callable[[int], T], what: str,
              sleep: Callable[[float], None] = time.sleep) -> T:
-        """Run `attempt(n)` for n = 1, 2, ... until it returns or raises something final."""
-        try:
-            for state in tenacity.Retrying(sleep=sleep, **self._options()):
-                with state:
-                    return attempt(state.retry_state.attempt_number)
-        except RetryLater as error:
-            raise self._gave_up(what, error) from None
+        """Run `attempt(n)` for n = 1, 2, ... until it returns or raises something final;
+        `GaveUp` when every allowed attempt asked for another."""
+        for state in tenacity.Retrying(sleep=sleep, **self._options(what)):
+            with state:
+                return attempt(state.retry_state.attempt_number)
         raise RuntimeError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     async def acall(self, attempt: Callable[[int], Awaitable[T]], what: str) -> T:
         """The asynchronous form of `call` (sleeps without blocking the event loop)."""
-        try:
-            async for state in tenacity.AsyncRetrying(sleep=asyncio.sleep, **self._options()):
-                with state:
-                    return await attempt(state.retry_state.attempt_number)
-        except RetryLater as error:
-            raise self._gave_up(what, error) from None
+        async for state in tenacity.AsyncRetrying(sleep=asyncio.sleep, **self._options(what)):
+            with state:
+                return await attempt(state.retry_state.attempt_number)
         raise RuntimeError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 

@@ -11,11 +11,24 @@ import subprocess
 import sys
 
 
-def mlbench(*command: str) -> None:
-    """`mlbench <command> <script args>`; exits with its status."""
+def mlbench(*commands: str) -> None:
+    """`mlbench <command> <script args>` for each command in turn; exits with the first failing
+    status (a seed script may stand for several stages: the seed's `create_ablations.py` also
+    wrote every service's format, which is `mlbench ablate` then `mlbench export`)."""
+    import click
+
     from mlbench.cli import app
 
-    app(args=[*command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]))
+    for command in commands:
+        try:
+            app(args=[command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]),
+                standalone_mode=False)
+        except click.exceptions.Exit as done:
+            if done.exit_code:
+                sys.exit(done.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
 
 
 def dvc_repro(*targets: str) -> None:

@@ -13,7 +13,7 @@ ablate/testsets <dataset>`) made the data. Credentials come from the usual AWS v
 
 `invoke`/`parallel` with an ARN benchmark that model (the seed's manual path: trained in the
 console); without one, the model `train` recorded. Results land where `mlbench evaluate` /
-`mlbench load` put them (results/rekognition/<dataset>/...). The seed read the ablation of
+`mlbench load` put them (results/runs/rekognition/<dataset>/...). The seed read the ablation of
 `upload` from its fifth argument; the last argument is taken here, so both spellings work.
 """
 
@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
-from mlbench import paths
 from mlbench.cli_util import run_script
 from mlbench.console import err
 from mlbench.errors import UserError
 
 SERVICE = "rekognition"
+BUCKET_ENV = "AWS_STORAGE_BUCKET_NAME"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,28 +62,39 @@ def _ablation(rest: list[str]) -> int:
     return int(value)
 
 
+def _params():
+    """params.yaml, with the seed's `AWS_STORAGE_BUCKET_NAME` (when set) as `buckets.aws`."""
+    from mlbench.project import load_checked_params
+
+    params = load_checked_params()
+    bucket = os.environ.get(BUCKET_ENV, "").strip()
+    return dataclasses.replace(params, buckets={**params.buckets, "aws": bucket}) if bucket \
+        else params
+
+
 def _service(params, dataset: str, n: int):
-    from mlbench.bench.runs import open_service
+    from mlbench.services.registry import open_service
 
     return open_service(params, SERVICE, dataset, n)
 
 
 def _record_given_model(params, dataset: str, n: int, arn: str) -> None:
     """Write model.json for a model trained elsewhere, so evaluate/load use it."""
-    from mlbench.io import atomic_write_json
+    from mlbench.bench.train import record_model, split_fingerprint
+    from mlbench.data.ablate import load_split
+    from mlbench.data.prepare import manifest_hashes
 
     with _service(params, dataset, n) as svc:
-        model = svc.model_from_arn(arn, dataset, n)
-    atomic_write_json(paths.model_json(SERVICE, dataset, n), model.to_json())
-    err.print(f"{SERVICE}/{dataset}/{n}: using {arn} (set rekognition.models.{dataset}.{n} in "
-              "params.yaml to keep it for `dvc repro`)")
+        model = svc.adopt(arn)
+        key = split_fingerprint(svc, load_split(dataset, n), manifest_hashes(dataset), arn)
+    record_model(model, key)
+    err.print(f"{SERVICE}/{dataset}/{n}: using {arn} (set rekognition.endpoints.{dataset}.{n} "
+              "in params.yaml to keep it for `dvc repro`)")
 
 
 def run(argv: list[str]) -> None:
-    from mlbench.params import load_params
-
     args = _parser().parse_args(argv)
-    params = load_params()
+    params = _params()
     if args.command == "upload":
         from mlbench.data.ablate import load_split
 
@@ -105,9 +117,12 @@ def run(argv: list[str]) -> None:
 
             run_load(params, SERVICE, args.dataset, [args.ablation])
     elif args.command == "stop":
-        from mlbench.services.rekognition import stop_models
-
-        stop_models(args.dataset, args.ablation, wait=False)
+        with _service(params, args.dataset, args.ablation) as svc:
+            model = svc.recorded()
+            if model is None:
+                raise UserError(f"no {SERVICE} model recorded for {args.dataset} "
+                                f"{args.ablation}; train one first")
+            print(f"{args.dataset} {args.ablation}: {svc.teardown(model)}")
 
 
 def main(argv: list[str] | None = None) -> int:

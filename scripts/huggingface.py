@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlbench import paths
 from mlbench.cli_util import run_script
 from mlbench.errors import UserError
 
@@ -39,32 +38,37 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ablation(params, dataset: str, url: str, given: int | None) -> int:
     """The ablation the endpoint's model was trained on: given, configured, or the only one."""
+    from mlbench.services.registry import parse_settings
+
     if given is not None:
         return given
     if params.ablation is not None:
         return params.ablation
-    endpoints = (params.section(SERVICE).get("endpoints") or {}).get(dataset)
-    if isinstance(endpoints, dict):
-        matches = [int(n) for n, u in endpoints.items() if u == url]
-        if len(matches) == 1:
-            return matches[0]
+    endpoints = parse_settings(SERVICE, params.section(SERVICE)).endpoints.get(dataset, {})
+    matches = [n for n, u in endpoints.items() if u == url]
+    if len(matches) == 1:
+        return matches[0]
     raise UserError(f"which ablation was this endpoint trained on? run `python "
                     f"scripts/huggingface.py <invoke|parallel> {dataset} <url> <ablation>`")
 
 
 def run(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
-    from mlbench.bench.runs import open_service
+    from mlbench.bench.train import record_model, split_fingerprint
+    from mlbench.data.ablate import load_split
     from mlbench.data.export import load_test_images
-    from mlbench.io import atomic_write_json
-    from mlbench.params import load_params
+    from mlbench.data.prepare import manifest_hashes
+    from mlbench.project import load_checked_params
+    from mlbench.services.registry import open_service
 
-    params = load_params()
+    params = load_checked_params()
     load_test_images(args.dataset)  # no test set: say so before calling the endpoint
     n = _ablation(params, args.dataset, args.inference_endpoint, args.ablation)
+    split = load_split(args.dataset, n)
     with open_service(params, SERVICE, args.dataset, n) as svc:
-        model = svc.model_ref(args.inference_endpoint, args.dataset, n)  # checks it answers
-    atomic_write_json(paths.model_json(SERVICE, args.dataset, n), model.to_json())
+        model = svc.adopt(args.inference_endpoint)  # checks it answers
+        key = split_fingerprint(svc, split, manifest_hashes(args.dataset), args.inference_endpoint)
+    record_model(model, key)  # as `mlbench train` would for this endpoint in params.yaml
     if args.command == "invoke":
         from mlbench.bench.evaluate import run_evaluation
 

@@ -8,9 +8,10 @@
 Run from the project root (beside params.yaml) after `dvc repro` (or `mlbench fetch/prepare/
 ablate/testsets <dataset>`) made the data. Credentials: NYCKEL_CLIENT_ID, NYCKEL_CLIENT_SECRET
 (NYCKEL_API_URL overrides the API base URL). `upload` is resumable and waits until the function
-has trained, then writes results/.../nyckel/<dataset>/models/<ablation>/model.json; `invoke` and
-`parallel` run `mlbench evaluate` / `mlbench load` on that function, with results where those
-commands put them. Without <function_id> the pipeline (`dvc repro`) finds or creates one itself.
+has trained (`mlbench nyckel upload --function-id ... --wait`); `invoke` and `parallel` run
+`mlbench evaluate` / `mlbench load` on that function, as if params.yaml named it in
+`nyckel.endpoints.<dataset>.<ablation>` (the harness records its model.json, with the training
+time `upload` measured). Without <function_id> the pipeline (`dvc repro`) finds or creates one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from mlbench import paths  # noqa: E402
 from mlbench.cli_util import run_script  # noqa: E402
 from mlbench.console import err  # noqa: E402
 
@@ -47,40 +47,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_function(params, dataset: str, n: int, function_id: str) -> None:
-    """Make `function_id` the model evaluate/load use for (dataset, n), keeping what `upload`
-    measured when it is the same function."""
-    from mlbench.bench.runs import read_model
-    from mlbench.io import atomic_write_json
-    from mlbench.services.base import ModelRef
+def _given(params, dataset: str, n: int, function_id: str):
+    """`params` with `function_id` as the hand-given function of (dataset, n), n selected."""
+    from mlbench.project import parse_checked_params
 
-    model = read_model(SERVICE, dataset, n)
-    if model is not None and model.ids.get("function_id") == function_id:
-        return
-    model = ModelRef(SERVICE, dataset, n, ids={"function_id": function_id},
-                     details={"source": "scripts/nyckel.py (function given by hand)"})
-    atomic_write_json(paths.model_json(SERVICE, dataset, n), model.to_json())
+    block = dict(params.section(SERVICE))
+    endpoints = {ds: dict(sizes) for ds, sizes in (block.get("endpoints") or {}).items()}
+    endpoints.setdefault(dataset, {})[n] = function_id
     err.print(f"{SERVICE}/{dataset}/{n}: using {function_id} (set "
-              f"nyckel.functions.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
+              f"{SERVICE}.endpoints.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
+    return parse_checked_params({**params.raw, "ablation": n,
+                                 SERVICE: {**block, "endpoints": endpoints}})
 
 
 def run(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
-    from mlbench.services.nyckel import cli
+    from mlbench.services.nyckel.cli import cli
 
     if args.command in ("create", "upload"):
         argv = (["create", args.function_name] if args.command == "create" else
-                ["upload", args.dataset, str(args.ablation), "--function-id", args.function_id])
+                ["upload", args.dataset, str(args.ablation), "--function-id", args.function_id,
+                 "--wait"])
         status = cli(argv, prog_name="nyckel.py", standalone_mode=False)
         if status:  # the command already printed its one-line error
             raise SystemExit(status)
         return
+    from mlbench.bench.train import run_training
     from mlbench.data.export import load_test_images
-    from mlbench.params import load_params
+    from mlbench.project import load_checked_params
 
-    params = load_params()
     load_test_images(args.dataset)  # no test set: say so before recording anything
-    _use_function(params, args.dataset, args.ablation, args.function_id)
+    params = _given(load_checked_params(), args.dataset, args.ablation, args.function_id)
+    run_training(params, SERVICE, args.dataset)  # records the function's model.json
     if args.command == "invoke":
         from mlbench.bench.evaluate import run_evaluation
 

@@ -1,7 +1,7 @@
 """Seed-compatible entry point for Google Vertex AI (thin wrapper over mlbench).
 
-    python scripts/vertex.py <dataset> [<ablation>]              # upload images + import CSVs
-    python scripts/vertex.py train    <dataset> <ablation>       # + dataset, training, endpoint
+    python scripts/vertex.py <dataset> [<ablation>]              # upload images + import file
+    python scripts/vertex.py train    <dataset> <ablation>       # + training, endpoint
     python scripts/vertex.py invoke   <dataset> <ablation> [<project_id> <endpoint_id>]
     python scripts/vertex.py parallel <dataset> <ablation> [<project_id> <endpoint_id>]
     python scripts/vertex.py undeploy <dataset> <ablation>       # stop paying for the endpoint
@@ -12,10 +12,10 @@ the project from `vertex.project` in params.yaml or GOOGLE_CLOUD_PROJECT (or the
 of invoke/parallel, as in the seed), the bucket from `buckets.google`.
 
 The seed's upload sent every ablation; without `<ablation>` this uploads each selected one
-(params.yaml `ablation`). `invoke`/`parallel` with a project and endpoint id benchmark that
-endpoint (the seed's manual path: trained in the console); without them, the endpoint `train`
-recorded. Results land where `mlbench evaluate` / `mlbench load` put them
-(results/runs/vertex/<dataset>/...).
+(params.yaml `ablation`): images, import file, dataset and import. `invoke`/`parallel` with a
+project and endpoint id benchmark that endpoint (the seed's manual path: trained in the console)
+as if params.yaml named it in `vertex.endpoints.<dataset>.<ablation>`; without them, the
+endpoint `train` recorded. Results land where `mlbench evaluate` / `mlbench load` put them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import sys
 
-from mlbench import paths
 from mlbench.cli_util import run_script
 from mlbench.console import err
 from mlbench.errors import UserError
@@ -37,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vertex.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upload", help="upload the images and the import CSV(s)")
+    up = sub.add_parser("upload", help="upload the images, the import file, and import them")
     up.add_argument("dataset")
     up.add_argument("ablation", nargs="?", type=int)
     for name, text in (("train", "upload, import, train and deploy one ablation"),
@@ -55,57 +54,56 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _with_vertex(params, **settings):  # noqa: ANN001, ANN202 - Params in, Params out
-    """`params` with keys of the `vertex:` block overridden (project, endpoints)."""
-    from mlbench.params import parse_params
+def _given(params, dataset: str, n: int, project: str, endpoint: str):  # noqa: ANN001, ANN202
+    """`params` with the endpoint as the hand-given one of (dataset, n), n selected."""
+    from mlbench.project import parse_checked_params
 
-    raw = dict(params.raw)
-    raw[SERVICE] = {**params.section(SERVICE), **settings}
-    return parse_params(raw)
-
-
-def _record_given_endpoint(params, dataset: str, n: int) -> None:  # noqa: ANN001
-    """Write model.json for an endpoint made elsewhere, so evaluate/load use it."""
-    from mlbench.bench.runs import open_service
-    from mlbench.data.prepare import read_classes
-    from mlbench.io import atomic_write_json
-
-    with open_service(params, SERVICE, dataset, n) as svc:
-        endpoint = svc.config.endpoint_for(dataset, n, svc.project)
-        svc.check_access()
-        model = svc.adopt_endpoint(endpoint, read_classes(dataset))
-    atomic_write_json(paths.model_json(SERVICE, dataset, n), model.to_json())
-    err.print(f"{SERVICE}/{dataset}/{n}: using {endpoint} (set vertex.project and "
+    block = dict(params.section(SERVICE))
+    endpoints = {ds: dict(sizes) for ds, sizes in (block.get("endpoints") or {}).items()}
+    endpoints.setdefault(dataset, {})[n] = endpoint
+    err.print(f"{SERVICE}/{dataset}/{n}: using endpoint {endpoint} (set vertex.project and "
               f"vertex.endpoints.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
+    return parse_checked_params({**params.raw, "ablation": n, SERVICE: {
+        **block, "project": project, "endpoints": endpoints}})
 
 
 def run(argv: list[str]) -> None:
-    from mlbench.params import load_params
+    from mlbench.project import load_checked_params
 
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["upload", *argv]  # the seed's `python scripts/vertex.py <dataset>`
     args = _parser().parse_args(argv)
-    params = load_params()
+    params = load_checked_params()
     if args.command == "upload":
-        from mlbench.bench.runs import open_service, selected_sizes
+        from mlbench.bench.runs import selected_sizes
         from mlbench.data.ablate import load_split
+        from mlbench.services.registry import open_service
 
         sizes = [args.ablation] if args.ablation else list(selected_sizes(params, args.dataset))
         for n in sizes:
             with open_service(params, SERVICE, args.dataset, n) as svc:
-                uri = svc.upload_images(load_split(args.dataset, n))
-            err.print(f"{SERVICE}/{args.dataset}/{n}: import file {uri}")
+                svc.upload(load_split(args.dataset, n))
+                err.print(f"{SERVICE}/{args.dataset}/{n}: imported {svc.state.get('import_csv')}")
+    elif args.command == "undeploy":
+        from mlbench.services.vertex.cli import cli
+
+        status = cli(["undeploy", args.dataset, str(args.ablation)], prog_name="vertex.py",
+                     standalone_mode=False)
+        if status:  # the command already printed its one-line error
+            raise SystemExit(status)
     elif args.command == "train":
         from mlbench.bench.train import run_training
 
         run_training(dataclasses.replace(params, ablation=args.ablation), SERVICE, args.dataset)
-    elif args.command in ("invoke", "parallel"):
+    else:
         if (args.project_id is None) != (args.endpoint_id is None):
             raise UserError("give both <project_id> and <endpoint_id>, or neither")
         if args.project_id:
-            params = _with_vertex(params, project=args.project_id, endpoints={
-                args.dataset: {args.ablation: args.endpoint_id}})
-            _record_given_endpoint(params, args.dataset, args.ablation)
+            from mlbench.bench.train import run_training
+
+            params = _given(params, args.dataset, args.ablation, args.project_id,
+                            args.endpoint_id)
+            run_training(params, SERVICE, args.dataset)  # records the endpoint's model.json
         if args.command == "invoke":
             from mlbench.bench.evaluate import run_evaluation
 
@@ -114,11 +112,6 @@ def run(argv: list[str]) -> None:
             from mlbench.bench.load import run_load
 
             run_load(params, SERVICE, args.dataset, [args.ablation])
-    elif args.command == "undeploy":
-        from mlbench.bench.runs import open_service
-
-        with open_service(params, SERVICE, args.dataset, args.ablation) as svc:
-            svc.undeploy()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from mlbench.bench.evaluate import run_evaluation
 from mlbench.bench.train import run_training
 from mlbench.io import read_json
 from mlbench.params import load_params
-from mlbench.services.http import ServiceCallError
-from mlbench.services.local import LocalService
+from mlbench.errors import ServiceCallError
+from mlbench.services.local.service import LocalService
 
 
 def _use_hog(project: Path, **extra) -> None:
@@ -83,9 +83,9 @@ def test_killed_evaluate_resumes_without_losing_or_doubling_rows(digits_copy):
 
 def test_a_torn_last_row_is_dropped_and_rescored(digits_copy):
     _use_hog(digits_copy, test_per_class=3)
-    from mlbench.data.export import export_testsets
+    from mlbench.data.export import write_test_table
 
-    export_testsets("digits", 3, 0, {})
+    write_test_table("digits", 3, 0)
     run_training(load_params(), "local", "digits")
     run_evaluation(load_params(), "local", "digits")
     out = paths.predictions_csv("local", "digits", 5)
@@ -98,9 +98,9 @@ def test_a_torn_last_row_is_dropped_and_rescored(digits_copy):
 
 def test_failed_calls_are_error_rows_not_wrong_answers(digits_copy, monkeypatch):
     _use_hog(digits_copy, test_per_class=4)
-    from mlbench.data.export import export_testsets
+    from mlbench.data.export import write_test_table
 
-    export_testsets("digits", 4, 0, {})
+    write_test_table("digits", 4, 0)
     run_training(load_params(), "local", "digits")
     original = LocalService.predict
     seen = []
@@ -125,9 +125,9 @@ def test_failed_calls_are_error_rows_not_wrong_answers(digits_copy, monkeypatch)
 
 def test_a_new_model_starts_predictions_afresh(digits_copy):
     _use_hog(digits_copy, test_per_class=2)
-    from mlbench.data.export import export_testsets
+    from mlbench.data.export import write_test_table
 
-    export_testsets("digits", 2, 0, {})
+    write_test_table("digits", 2, 0)
     run_training(load_params(), "local", "digits")
     run_evaluation(load_params(), "local", "digits")
     _use_hog(digits_copy, test_per_class=2, seed=5)  # different ablation sample -> new model

@@ -1,4 +1,5 @@
-"""Every service's file format, as the seed README and the vendors' docs define them."""
+"""The `export` stage: the seed's files in every service's format, as the seed README and the
+vendors' docs define them (each vendor's own tests check its format against what it uploads)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 from mlbench import paths
 from mlbench.data.ablate import load_split
-from mlbench.data.export import export_folders, load_test_images
-from mlbench.data.labels import vertex_label_map
+from mlbench.data.export import export_all, export_folders, load_test_images
+from mlbench.services.huggingface.export import autotrain_zip
+from mlbench.services.registry import export_hooks
+from mlbench.services.vertex.labels import vertex_label_map
 
 
 def _csv(path: Path) -> list[list[str]]:
@@ -19,7 +22,7 @@ def _csv(path: Path) -> list[list[str]]:
         return list(csv.reader(fh))
 
 
-def test_nine_csv_files_and_two_manifests_per_size(in_digits):
+def test_nine_csv_files_two_manifests_and_two_zips_per_size(in_digits):
     names = {p.name for p in paths.ablations_dir("digits").iterdir()}
     for n in (5, 20, 80):
         expected = {f"digits_{s}_{n}.csv" for s in ("train", "val")}
@@ -28,13 +31,31 @@ def test_nine_csv_files_and_two_manifests_per_size(in_digits):
         expected |= {f"digits_train_nyckel_{n}.csv"}
         assert len(expected) == 9 and expected <= names
         assert {f"digits_train_aws_{n}.manifest", f"digits_val_aws_{n}.manifest"} <= names
+        assert {f"autotrain_train_{n}.zip", f"autotrain_val_{n}.zip"} <= names
     assert not any("_320" in n for n in names)
+    assert len(names) == 3 * 13
+
+
+def test_a_bucket_rename_changes_only_that_clouds_files(digits_copy):
+    """Why renaming `buckets.aws` reruns no service stage: only the exported files name it."""
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for folder in (paths.ablations_dir("digits"),
+                                                     paths.tests_dir("digits"))
+                for p in sorted(folder.iterdir())}
+
+    before = snapshot()
+    export_all("digits", {"google": "gbucket", "aws": "renamed-bucket"}, export_hooks())
+    after = snapshot()
+    assert before.keys() == after.keys()
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {f"digits_{s}_aws_{n}.manifest" for s in ("train", "val")
+                       for n in (5, 20, 80)}
 
 
 def test_generic_hf_nyckel_and_aws_files_match_the_split(in_digits):
     split = load_split("digits", 20)
-    train = [[r.filename, r.class_name] for r in split.train]
-    val = [[r.filename, r.class_name] for r in split.val]
+    train = [[r.name, r.class_name] for r in split.train]
+    val = [[r.name, r.class_name] for r in split.val]
     assert _csv(paths.ablation_csv("digits", "train", 20)) == [["filename", "class"], *train]
     assert _csv(paths.ablation_csv("digits", "val", 20)) == [["filename", "class"], *val]
     assert _csv(paths.ablation_csv("digits", "train", 20, "hg")) == [["file", "label"], *train]
@@ -55,22 +76,25 @@ def test_vertex_import_rows(in_digits):
 
 
 def test_ground_truth_manifest_lines(in_digits):
-    lines = paths.aws_manifest("digits", "train", 5).read_text().splitlines()
+    path = paths.ablations_dir("digits") / "digits_train_aws_5.manifest"
+    lines = path.read_text().splitlines()
     classes = paths.classes_file("digits").read_text().split()
     assert len(lines) == 4 * 10  # 5 per class, 1 held out for val
     for line in lines:
         obj = json.loads(line)
-        meta = obj["class-metadata"]
-        assert obj["source-ref"] == f"s3://abucket/train/{meta['class-name']}/" + \
-            obj["source-ref"].rsplit("/", 1)[1]
-        assert classes[obj["class"]] == meta["class-name"]
+        meta = obj["mlbench-class-metadata"]
+        assert obj["source-ref"] == f"s3://abucket/mlbench/digits/5/train/{meta['class-name']}/" \
+            + obj["source-ref"].rsplit("/", 1)[1]
+        assert classes[obj["mlbench-class"]] == meta["class-name"]
         assert meta["type"] == "groundtruth/image-classification"
-        assert meta["human-annotated"] == "yes" and meta["job-name"] == "labeling-job/class"
+        assert meta["human-annotated"] == "yes"
+        assert meta["job-name"] == "labeling-job/mlbench-class"
 
 
 def test_test_sets_cover_the_test_split_for_every_service(in_digits):
     tests = load_test_images("digits")
-    assert len(tests) == 450
+    assert len(tests) == 450 and all(t.split == "test" and t.path.exists() for t in tests)
+    assert _csv(paths.test_table("digits"))[1:] == [[t.name, t.class_name] for t in tests]
     for fmt in ("local", "nyckel", "hg", "aws"):
         assert len(_csv(paths.test_csv("digits", fmt))) == 451
     vertex = _csv(paths.test_csv("digits", "vertex"))
@@ -89,8 +113,8 @@ def test_upload_folders_and_autotrain_zips(digits_copy):
     export_folders("digits")
     split = load_split("digits", 5)
     folder = paths.upload_folder("digits", "train", 5)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(r.filename for r in split.train)
-    with zipfile.ZipFile(paths.autotrain_zip("digits", "train", 5)) as zf:
+    assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in split.train)
+    with zipfile.ZipFile(autotrain_zip("digits", "train", 5)) as zf:
         names = zf.namelist()
-    assert sorted(names) == sorted(f"{r.class_name}/{r.filename}" for r in split.train)
+    assert sorted(names) == sorted(f"{r.class_name}/{r.name}" for r in split.train)
     assert all(n.count("/") == 1 for n in names)  # one folder per class, nothing else

@@ -17,7 +17,7 @@ from mlbench.data import fetch
 from mlbench.data.fetch import Remote, download_http, fetch_files, resolve
 from mlbench.data.sources import get_source
 from mlbench.data.sources.base import FetchContext
-from mlbench.errors import UserError
+from mlbench.errors import ServiceError, UserError
 from tests.replicas import MirrorServer, build
 
 BLOB = os.urandom(3 * 1024 * 1024 + 12345)  # several 1 MiB chunks and a ragged tail
@@ -89,7 +89,7 @@ def test_dropped_connection_resumes_within_the_run(server, tmp_path):
 
 def test_interrupted_run_resumes_on_the_next_run(server, tmp_path):
     server.drop_after["blob.bin"] = 1024 * 1024 + 5
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ServiceError) as info:
         fetch_files("demo", tmp_path, ctx(server, retries=0), BLOB_REMOTE)
     assert "resume" in str(info.value) and "\n" not in str(info.value)
     part = tmp_path / "blob.bin.part"
@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_on_the_next_run(server, tmp_path):
 
 def test_file_changed_on_server_restarts_instead_of_splicing(server, tmp_path):
     server.drop_after["blob.bin"] = 1024 * 1024
-    with pytest.raises(UserError):
+    with pytest.raises(ServiceError):
         fetch_files("demo", tmp_path, ctx(server, retries=0), BLOB_REMOTE)
     new = os.urandom(len(BLOB))
     server.files["blob.bin"] = new  # new ETag: If-Range makes the server send it all (200)
@@ -145,10 +145,11 @@ def test_404_is_one_line_user_error_without_retry(server, tmp_path):
     assert len(server.requests_for("gone.tar")) == 1
 
 
-def test_unreachable_host_gives_user_error(tmp_path):
+def test_unreachable_host_gives_one_line_service_error(tmp_path):
     c = FetchContext(settings={"retries": 1}, mirror="http://127.0.0.1:9")  # discard port
-    with pytest.raises(UserError, match="failed"):
+    with pytest.raises(ServiceError, match="gave up after 2 attempts.*resume from byte 0") as info:
         fetch_files("demo", tmp_path, c, BLOB_REMOTE)
+    assert "\n" not in str(info.value)
 
 
 # -- checksums ----------------------------------------------------------------------------------
@@ -312,3 +313,15 @@ def test_file_url_mirror_for_an_offline_disk(tmp_path):
     assert (tmp_path / "raw" / "blob.bin").read_bytes() == BLOB
     with pytest.raises(UserError, match="no such file"):
         fetch_files("demo", tmp_path / "raw2", c, [Remote(name="missing.zip")])
+
+
+def test_a_missing_datasets_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    """The real datasets' clients are an extra: without it, say which one to install."""
+    from mlbench.data.fetch import download_hf
+    from mlbench.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(MissingExtra) as info:
+        download_hf("AI-Lab-Makerere/beans", "data/train.parquet", tmp_path)
+    assert "pip install 'mlbench[datasets]'" in str(info.value)
+    assert "huggingface_hub" in str(info.value) and "\n" not in str(info.value)

@@ -10,15 +10,11 @@ from collections.abc import Mapping
 import aiohttp
 import pytest
 
-from mlbench.params import parse_params
-from mlbench.services.base import ModelRef, Prediction, ServiceContext
-from mlbench.services.http import (
-    HttpRequest,
-    HttpService,
-    RetryPolicy,
-    ServiceCallError,
-    retry_after_seconds,
-)
+from mlbench.core import Prediction
+from mlbench.errors import ServiceCallError
+from mlbench.retry import RetryLater, RetryPolicy, retry_after_seconds
+from mlbench.services.base import Job, ServiceContext, ServiceSettings
+from mlbench.services.http import HttpRequest, HttpService
 from tests.fakes.http_base import FakeServer, Fault, Response
 
 
@@ -29,15 +25,15 @@ class Echo(HttpService):
     retry = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.2, timeout=2)
 
     def __init__(self, url: str):
-        super().__init__(ServiceContext(parse_params({}), "d", 5, None))  # type: ignore[arg-type]
+        super().__init__(ServiceContext("echo", ServiceSettings(), "d", 5, 0, {}, None))  # type: ignore[arg-type]
         self.url = url
         self.token = "old"
         self.renewals = 0
 
-    def upload(self, split):  # pragma: no cover - not used
+    def submit(self, split) -> Job:  # pragma: no cover - not used
         raise NotImplementedError
 
-    def train(self, split) -> ModelRef:  # pragma: no cover - not used
+    def wait(self, job):  # pragma: no cover - not used
         raise NotImplementedError
 
     def connect(self, model) -> None:  # pragma: no cover - not used
@@ -141,3 +137,38 @@ def test_retry_after_parsing():
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({"Retry-After": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_one_policy_for_every_remote_call_counts_attempts_and_waits_what_was_asked():
+    """The policy the vendors' control planes use too: RetryLater is retried, waiting the
+    server's own delay when it gave one; anything else is final at once."""
+    policy = RetryPolicy(max_attempts=3, base_delay=10.0, max_server_delay=0.5)
+    slept: list[float] = []
+    seen: list[int] = []
+
+    def flaky(n: int) -> str:
+        seen.append(n)
+        if n == 1:
+            raise RetryLater("HTTP 429", status=429, after=2.0)  # capped at max_server_delay
+        if n == 2:
+            raise RetryLater("HTTP 503", status=503, after=0.125)
+        return "done"
+
+    assert policy.call(flaky, "op", sleep=slept.append) == "done"
+    assert seen == [1, 2, 3] and slept == [0.5, 0.125]
+
+    with pytest.raises(ServiceCallError, match="^op: gave up after 3 attempts: HTTP 503") as exc:
+        policy.call(lambda n: (_ for _ in ()).throw(RetryLater("HTTP 503", status=503,
+                                                                after=0)), "op",
+                    sleep=slept.append)
+    assert exc.value.status == 503 and exc.value.attempts == 3
+
+    calls = []
+
+    def final(n: int) -> None:
+        calls.append(n)
+        raise ValueError("not retried")
+
+    with pytest.raises(ValueError):
+        policy.call(final, "op", sleep=slept.append)
+    assert calls == [1]

@@ -1,22 +1,30 @@
-"""The Hugging Face adapter against the local fake of Inference Endpoints and the Hub."""
+"""The Hugging Face service against the local fake of Inference Endpoints and the Hub."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import io
 import json
+import sys
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
-from mlbench.errors import UserError
-from mlbench.params import parse_params
-from mlbench.services.base import AblationSplit, ModelRef, ServiceContext
-from mlbench.services.http import RetryPolicy, ServiceCallError
-from mlbench.services.huggingface import HuggingFaceService
+from mlbench import paths
+from mlbench.core import AblationSplit, ModelRef
+from mlbench.errors import MissingExtra, ServiceCallError, ServiceError, UserError
+from mlbench.project import parse_checked_params
+from mlbench.retry import RetryPolicy
+from mlbench.services.huggingface.service import HuggingFaceService
+from mlbench.services.registry import open_service
 from tests.fakes.http_base import Fault
 from tests.fakes.huggingface import HuggingFaceFake, Repo
 
@@ -35,7 +43,8 @@ def image_bytes(rgb: tuple[int, int, int], seed: int, fmt: str = "JPEG") -> byte
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)  # model.json and the vendor commands read results/ from here
     with HuggingFaceFake(token=TOKEN) as fk:
         fk.add_endpoint("digits-5", COLOURS)
         fk.add_endpoint("digits-ids", COLOURS, label_style="ids")
@@ -45,48 +54,63 @@ def fake(monkeypatch: pytest.MonkeyPatch):
         yield fk
 
 
-def service(tmp_path: Path, n: int = 5, **settings: object) -> HuggingFaceService:
-    settings = {"warmup_timeout": 5, **settings}
-    params = parse_params({"services": ["local", "huggingface"], "huggingface": settings})
-    svc = HuggingFaceService(ServiceContext(params, "digits", n, tmp_path / "state"))
+def block(**settings: object) -> dict:
+    return {"services": ["local", "huggingface"], "huggingface": {"warmup_timeout": 5,
+                                                                  **settings}}
+
+
+def service(n: int = 5, **settings: object) -> HuggingFaceService:
+    svc = open_service(parse_checked_params(block(**settings)), "huggingface", "digits", n)
+    assert isinstance(svc, HuggingFaceService)
     svc.retry = FAST
     return svc
 
 
-def configured(fake: HuggingFaceFake, tmp_path: Path, endpoint: str = "digits-5",
+def configured(fake: HuggingFaceFake, endpoint: str = "digits-5",
                **settings: object) -> HuggingFaceService:
-    return service(tmp_path, endpoints={"digits": {5: fake.endpoint_url(endpoint)}}, **settings)
+    return service(endpoints={"digits": {5: fake.endpoint_url(endpoint)}}, **settings)
+
+
+def adopted(svc: HuggingFaceService) -> ModelRef:
+    """What the harness does for a hand-given endpoint."""
+    given = svc.hand_given()
+    assert given is not None
+    return svc.adopt(given)
 
 
 def predict_calls(fake: HuggingFaceFake) -> list:
     return fake.requests("POST", r"/endpoints/.+")
 
 
-# -- train -----------------------------------------------------------------------------------------
-def test_train_without_endpoint_explains_autotrain_and_names_the_key(fake, tmp_path, capsys):
+# -- training: AutoTrain by hand, the endpoint adopted ---------------------------------------------
+def test_train_without_endpoint_explains_autotrain_and_names_the_key(fake, capsys):
+    svc = service()
+    assert svc.hand_given() is None
+    svc.upload(SPLIT)  # nothing to send: AutoTrain takes the zips in its UI
     with pytest.raises(UserError) as exc:
-        service(tmp_path).train(SPLIT)
+        svc.train(SPLIT)
     assert "huggingface.endpoints.digits.5" in str(exc.value) and "\n" not in str(exc.value)
     steps = capsys.readouterr().err
-    assert "autotrain_train_5.zip" in steps and "Inference Endpoints" in steps
+    assert str(Path("data/digits/ablations/autotrain_train_5.zip")) in steps
+    assert "Inference Endpoints" in steps
     assert fake.log == []
 
 
-def test_missing_token_names_hf_token_and_sends_nothing(fake, tmp_path, monkeypatch):
+def test_missing_token_names_hf_token_and_sends_nothing(fake, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    svc = configured(fake, tmp_path)
+    svc = configured(fake)
     with pytest.raises(UserError, match="HF_TOKEN"):
-        svc.train(SPLIT)
+        adopted(svc)
     with pytest.raises(UserError, match="HF_TOKEN"):
         svc.connect(ModelRef("huggingface", "digits", 5,
                              ids={"endpoint_url": fake.endpoint_url("digits-5")}))
     assert fake.log == []
 
 
-def test_train_records_endpoint_label_map_and_given_training_time(fake, tmp_path):
-    svc = configured(fake, tmp_path, "digits-ids", models={"digits": {5: "me/digits-5"}},
+def test_adopt_records_endpoint_label_map_and_given_training_time(fake):
+    svc = configured(fake, "digits-ids", models={"digits": {5: "me/digits-5"}},
                      train_seconds={"digits": {5: 181}})
-    model = svc.train(SPLIT)
+    model = adopted(svc)
     assert model.ids == {"endpoint_url": fake.endpoint_url("digits-ids"), "model": "me/digits-5"}
     assert model.details["id2label"] == {"0": "blue", "1": "green", "2": "red"}
     assert model.train_seconds == 181.0
@@ -95,44 +119,125 @@ def test_train_records_endpoint_label_map_and_given_training_time(fake, tmp_path
     assert TOKEN not in json.dumps(model.to_json())
 
 
-def test_endpoint_label_ids_without_a_model_key_name_that_key(fake, tmp_path):
+def test_a_fractional_training_time_is_kept(fake):
+    svc = configured(fake, train_seconds={"digits": {5: 184.5}})
+    assert adopted(svc).train_seconds == 184.5
+
+
+def test_endpoint_label_ids_without_a_model_key_name_that_key(fake):
     with pytest.raises(UserError, match=r"huggingface\.models\.digits\.5"):
-        configured(fake, tmp_path, "digits-ids").train(SPLIT)
+        adopted(configured(fake, "digits-ids"))
 
 
 def test_local_config_path_maps_labels_without_the_hub(fake, tmp_path):
     config = tmp_path / "model" / "config.json"
     config.parent.mkdir()
     config.write_text(json.dumps({"id2label": {"0": "blue", "1": "green", "2": "red"}}))
-    svc = configured(fake, tmp_path, "digits-ids", models={"digits": {5: str(config.parent)}})
-    model = svc.train(SPLIT)
+    svc = configured(fake, "digits-ids", models={"digits": {5: str(config.parent)}})
+    model = adopted(svc)
     assert svc.predict(image_bytes(COLOURS["green"], 3)).label == "green"
     assert not fake.requests("GET", r".*/resolve/.*") and model.details["id2label"]["2"] == "red"
 
 
-def test_unknown_hub_repo_names_the_key(fake, tmp_path):
-    svc = configured(fake, tmp_path, "digits-ids", models={"digits": {5: "me/nope"}})
+def test_unknown_hub_repo_names_the_key(fake):
+    svc = configured(fake, "digits-ids", models={"digits": {5: "me/nope"}})
     with pytest.raises(UserError, match=r"huggingface\.models\.digits\.5"):
-        svc.train(SPLIT)
+        adopted(svc)
 
 
-def test_one_endpoint_url_per_dataset_serves_every_ablation(fake, tmp_path):
-    svc = service(tmp_path, n=20, endpoints={"digits": fake.endpoint_url("digits-5")})
-    split = AblationSplit("digits", 20, tuple(COLOURS), (), ())
-    assert svc.train(split).ids["endpoint_url"] == fake.endpoint_url("digits-5")
+def test_a_failing_hub_is_a_service_error_after_retries(fake, monkeypatch):
+    """A Hub 5xx is the vendor's failure, never the user's: retried, then a ServiceError."""
+    import huggingface_hub.utils._http as hub_http
+
+    monkeypatch.setattr(hub_http.time, "sleep", lambda _s: None)  # huggingface_hub's own backoff
+    fake.server.inject(Fault(500, fraction=1.0, path_pattern="resolve"))
+    svc = configured(fake, "digits-ids", models={"digits": {5: "me/digits-5"}})
+    svc.retry = RetryPolicy(max_attempts=2, base_delay=0.005, max_delay=0.01, timeout=5.0)
+    with pytest.raises(ServiceError) as exc:
+        adopted(svc)
+    assert not isinstance(exc.value, UserError) and "gave up after 2 attempts" in str(exc.value)
+    assert not predict_calls(fake)
 
 
-def test_a_refused_token_is_a_user_error_at_train(fake, tmp_path, monkeypatch):
+def test_one_url_per_dataset_is_refused_naming_the_key(fake):
+    """One shape for every per-ablation value: a dataset-wide shorthand is a params error."""
+    with pytest.raises(UserError, match=r"^params.yaml: huggingface\.endpoints\.digits: .*one "
+                                        r"per ablation"):
+        service(n=20, endpoints={"digits": fake.endpoint_url("digits-5")})
+    with pytest.raises(UserError, match=r"^params.yaml: huggingface\.models\.digits:"):
+        service(models={"digits": "me/digits-5"})
+    assert fake.log == []
+
+
+def test_a_refused_token_is_a_user_error_at_adopt(fake, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     with pytest.raises(UserError, match="HF_TOKEN") as exc:
-        configured(fake, tmp_path).train(SPLIT)
+        adopted(configured(fake))
     assert "hf_wrong" not in str(exc.value)
 
 
+def test_another_ablations_entries_do_not_change_this_models_settings(fake):
+    base = configured(fake, models={"digits": {5: "me/digits-5"}})
+    other = configured(fake, models={"digits": {5: "me/digits-5", 20: "me/digits-20"}},
+                       train_seconds={"digits": {20: 300}})
+    changed = configured(fake, models={"digits": {5: "me/digits-5b"}})
+    assert base.model_settings() == other.model_settings() != changed.model_settings()
+
+
+# -- the warm-up: one shared retry policy, one line for whatever it ends on ------------------------
+def test_warm_up_waits_out_a_cold_start(fake):
+    fake.state.endpoints["digits-5"].cold_requests = 3
+    svc = configured(fake)
+    svc.connect(adopted(svc))
+    assert svc.predict(image_bytes(COLOURS["red"], 1)).attempts == 1
+    # 3 loading, then one warm-up in adopt and one in connect, then the prediction
+    assert fake.state.endpoints["digits-5"].calls == 6
+
+
+def test_warm_up_gives_up_at_its_timeout_in_one_line(fake):
+    fake.state.endpoints["digits-5"].cold_requests = 10_000
+    fake.state.endpoints["digits-5"].estimated_time = 60.0  # more than the timeout left
+    svc = configured(fake, warmup_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as exc:
+        adopted(svc)
+    assert time.monotonic() - started < 3  # never sleeps the 60 s asked, past the deadline
+    message = str(exc.value)
+    assert "huggingface.warmup_timeout" in message and "\n" not in message
+    assert not isinstance(exc.value, UserError)
+
+
+@pytest.mark.parametrize(("status", "error", "names"), [
+    (401, UserError, "HF_TOKEN"), (403, UserError, "HF_TOKEN"),
+    (404, UserError, "huggingface.endpoints.digits.5"),
+    (405, UserError, "huggingface.endpoints.digits.5"),
+    (400, ServiceCallError, "HTTP 400"), (422, ServiceCallError, "HTTP 422"),
+])
+def test_warm_up_refusals_are_one_line_errors(fake, status, error, names):
+    fake.server.inject(Fault(status, count=1, path_pattern="endpoints"))
+    with pytest.raises(error) as exc:
+        adopted(configured(fake))
+    assert names in str(exc.value) and "\n" not in str(exc.value)
+    assert len(predict_calls(fake)) == 1  # a refusal is not retried
+
+
+def test_warm_up_retries_server_errors_through_the_retry_policy(fake):
+    fake.server.inject(Fault(500, count=2, path_pattern="endpoints"))
+    fake.server.inject(Fault(429, count=1, headers={"Retry-After": "0"}, path_pattern="endpoints"))
+    assert adopted(configured(fake)).ids["endpoint_url"] == fake.endpoint_url("digits-5")
+    assert len(predict_calls(fake)) == 4
+
+
+def test_an_unknown_endpoint_names_the_key(fake):
+    svc = service(endpoints={"digits": {5: fake.endpoint_url("nope")}})
+    with pytest.raises(UserError, match=r"HTTP 404: check huggingface\.endpoints\.digits\.5"):
+        adopted(svc)
+
+
 # -- predict ---------------------------------------------------------------------------------------
-def test_predict_posts_raw_bytes_with_content_type_and_maps_the_answer(fake, tmp_path):
-    svc = configured(fake, tmp_path, warmup=False)
-    svc.connect(svc.train(SPLIT))
+def test_predict_posts_raw_bytes_with_content_type_and_maps_the_answer(fake):
+    svc = configured(fake, warmup=False)
+    svc.connect(adopted(svc))
     for i, (cls, rgb) in enumerate(COLOURS.items()):
         fmt = "PNG" if i % 2 else "JPEG"
         image = image_bytes(rgb, i, fmt)
@@ -145,34 +250,25 @@ def test_predict_posts_raw_bytes_with_content_type_and_maps_the_answer(fake, tmp
         assert req.header("Authorization") == f"Bearer {TOKEN}"
 
 
-def test_label_ids_are_mapped_to_class_names(fake, tmp_path):
-    svc = configured(fake, tmp_path, "digits-ids", models={"digits": {5: "me/digits-5"}})
-    model = svc.train(SPLIT)
-    again = configured(fake, tmp_path, "digits-ids")  # a later process: the map is in model.json
+def test_label_ids_are_mapped_to_class_names(fake):
+    svc = configured(fake, "digits-ids", models={"digits": {5: "me/digits-5"}})
+    model = adopted(svc)
+    again = configured(fake, "digits-ids")  # a later process: the map is in model.json
     again.connect(model)
     assert [again.predict(image_bytes(rgb, 9)).label for rgb in COLOURS.values()] == list(COLOURS)
 
 
-def test_warm_up_waits_out_a_cold_start(fake, tmp_path):
-    fake.state.endpoints["digits-5"].cold_requests = 3
-    svc = configured(fake, tmp_path)
-    svc.connect(svc.train(SPLIT))
-    assert svc.predict(image_bytes(COLOURS["red"], 1)).attempts == 1
-    # 3 loading, then one warm-up in train and one in connect, then the prediction
-    assert fake.state.endpoints["digits-5"].calls == 6
-
-
-def test_a_cold_start_during_predict_is_retried_after_estimated_time(fake, tmp_path):
-    svc = configured(fake, tmp_path, warmup=False)
-    svc.connect(svc.train(SPLIT))
+def test_a_cold_start_during_predict_is_retried_after_estimated_time(fake):
+    svc = configured(fake, warmup=False)
+    svc.connect(adopted(svc))
     fake.state.endpoints["digits-5"].cold_requests = 2
     pred = svc.predict(image_bytes(COLOURS["blue"], 1))
     assert pred.label == "blue" and pred.attempts == 3
 
 
-def test_twenty_percent_429_503_every_image_gets_a_prediction(fake, tmp_path):
-    svc = configured(fake, tmp_path)
-    svc.connect(svc.train(SPLIT))
+def test_twenty_percent_429_503_every_image_gets_a_prediction(fake):
+    svc = configured(fake)
+    svc.connect(adopted(svc))
     fake.server.inject(Fault(429, fraction=0.1, headers={"Retry-After": "0"},
                              path_pattern="endpoints"))
     fake.server.inject(Fault(503, fraction=0.1, body={"error": "Model is currently loading",
@@ -183,11 +279,11 @@ def test_twenty_percent_429_503_every_image_gets_a_prediction(fake, tmp_path):
     assert max(p.attempts for p in preds) > 1
 
 
-def test_async_predictions_for_the_load_test(fake, tmp_path):
+def test_async_predictions_for_the_load_test(fake):
     import aiohttp
 
-    svc = configured(fake, tmp_path)
-    svc.connect(svc.train(SPLIT))
+    svc = configured(fake)
+    svc.connect(adopted(svc))
     fake.server.inject(Fault(500, fraction=0.2, path_pattern="endpoints"))
 
     async def run():
@@ -199,27 +295,150 @@ def test_async_predictions_for_the_load_test(fake, tmp_path):
     assert all(p.label == "green" for p in asyncio.run(run()))
 
 
-def test_a_slow_answer_times_out_and_is_retried(fake, tmp_path):
-    svc = configured(fake, tmp_path)
-    svc.connect(svc.train(SPLIT))
+def test_a_slow_answer_times_out_and_is_retried(fake):
+    svc = configured(fake)
+    svc.connect(adopted(svc))
     svc.retry = RetryPolicy(max_attempts=3, base_delay=0.005, max_delay=0.02, timeout=0.3)
     fake.server.inject(Fault(200, count=1, delay=1.0, path_pattern="endpoints"))
     pred = svc.predict(image_bytes(COLOURS["red"], 5))
     assert pred.label == "red" and pred.attempts == 2
 
 
-def test_a_non_image_is_a_call_error(fake, tmp_path):
-    svc = configured(fake, tmp_path)
-    svc.connect(svc.train(SPLIT))
+def test_a_non_image_is_a_call_error(fake):
+    svc = configured(fake)
+    svc.connect(adopted(svc))
     with pytest.raises(ServiceCallError):
         svc.predict(b"<html>not an image</html>")
 
 
-def test_bad_settings_name_their_key(tmp_path):
-    with pytest.raises(UserError, match=r"huggingface\.endpoint\b"):
-        service(tmp_path, endpoint={"digits": "x"})
-    with pytest.raises(UserError, match=r"huggingface\.warmup_timeout"):
-        service(tmp_path, warmup_timeout=-1)
+def test_bad_settings_name_their_key(fake):
+    for settings, key in (({"endpoint": {"digits": {5: "x"}}}, r"huggingface\.endpoint\b"),
+                          ({"warmup_timeout": -1}, r"huggingface\.warmup_timeout"),
+                          ({"endpoints": {"digits": {5: "ftp://x"}}},
+                           r"huggingface\.endpoints\.digits\.5: must be a valid endpoint URL"),
+                          ({"train_seconds": {"digits": {5: -3}}},
+                           r"huggingface\.train_seconds\.digits\.5"),
+                          ({"train_seconds": {"digits": {5: "soon"}}},
+                           r"huggingface\.train_seconds\.digits\.5")):
+        with pytest.raises(UserError, match=f"^params.yaml: {key}"):
+            service(**settings)
+
+
+# -- the package's other faces: vendor commands, export, missing extra, the harness ---------------
+def write_params(fake: HuggingFaceFake, **settings: object) -> None:
+    data = block(endpoints={"digits": {5: fake.endpoint_url("digits-5")}}, **settings)
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+
+
+def test_status_lists_given_and_recorded_endpoints_without_calling_them(fake):
+    from mlbench.cli import app
+
+    write_params(fake)
+    result = CliRunner().invoke(app, ["huggingface", "status"])
+    assert result.exit_code == 0, result.output
+    assert f"digits 5: {fake.endpoint_url('digits-5')}: given in params.yaml, not checked" \
+        in result.output
+    model = adopted(configured(fake, models={"digits": {5: "me/digits-5"}}))
+    model.save(paths.model_json("huggingface", "digits", 5))
+    calls = len(fake.log)
+    result = CliRunner().invoke(app, ["huggingface", "status", "digits"])
+    assert result.exit_code == 0, result.output
+    assert "checked by `mlbench train`" in result.output and "me/digits-5" in result.output
+    assert len(fake.log) == calls  # status wakes no endpoint (a call would bill one at zero)
+
+
+def test_status_without_any_endpoint_is_one_line(fake):
+    from mlbench.cli import app
+
+    Path("params.yaml").write_text(yaml.safe_dump(block()))
+    result = CliRunner().invoke(app, ["huggingface", "status"])
+    assert result.exit_code == 2
+    assert "huggingface.endpoints.<dataset>.<ablation>" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_no_deploy_or_teardown_command_until_endpoints_are_automated():
+    from mlbench.cli import app
+    from mlbench.services.huggingface.cli import cli
+
+    assert [c.name for c in cli.registered_commands] == ["status"]
+    for words in (["huggingface", "undeploy"], ["huggingface", "deploy", "digits"]):
+        result = CliRunner().invoke(app, words)
+        assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
+    import mlbench.services.huggingface as package
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    for name in ("service", "api"):  # imported afresh, as in a process without the extra
+        monkeypatch.delitem(sys.modules, f"{package.__name__}.{name}", raising=False)
+        monkeypatch.delattr(package, name, raising=False)
+    importlib.import_module("mlbench.services.huggingface.settings")  # no SDK needed
+    importlib.import_module("mlbench.services.huggingface.cli")
+    with pytest.raises(MissingExtra) as exc:
+        open_service(parse_checked_params(block()), "huggingface", "digits", 5)
+    assert "pip install 'mlbench[huggingface]'" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_the_harness_adopts_given_endpoints_and_points_at_the_exported_zips(digits_copy, capsys,
+                                                                          monkeypatch):
+    """`mlbench train`: a hand-given endpoint is adopted and recorded; for an ablation without
+    one, the steps name the AutoTrain zips `export` wrote, which hold exactly that ablation."""
+    from mlbench.bench.train import run_training
+    from mlbench.data.ablate import load_split
+    from mlbench.services.huggingface import export
+
+    with HuggingFaceFake(token=TOKEN) as fk:
+        fk.add_endpoint("digits-5", {c: (0.0, 0.0, 0.0) for c in load_split("digits", 5).classes})
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        params = parse_checked_params({**block(endpoints={"digits": {5: fk.endpoint_url(
+            "digits-5")}}, train_seconds={"digits": {5: 42}}), "datasets": ["digits"],
+            "ablations": [5, 20]})
+        with pytest.raises(UserError, match=r"huggingface\.endpoints\.digits\.20 is not set"):
+            run_training(params, "huggingface", "digits")
+    model = ModelRef.load(paths.model_json("huggingface", "digits", 5))
+    assert model is not None and model.train_seconds == 42 and model.details["fingerprint"]
+    steps = capsys.readouterr().err
+    split = load_split("digits", 20)
+    for name, refs in (("train", split.train), ("val", split.val)):
+        zip_path = export.autotrain_zip("digits", name, 20)
+        assert str(zip_path) in steps
+        with zipfile.ZipFile(zip_path) as zf:
+            assert sorted(zf.namelist()) == sorted(f"{r.class_name}/{r.name}" for r in refs)
+            assert all(zf.read(f"{r.class_name}/{r.name}") == r.path.read_bytes() for r in refs)
+
+
+def test_seed_script_scores_the_endpoint_given_on_the_command_line(digits_copy, monkeypatch):
+    """`python scripts/huggingface.py invoke <ds> <url>`: the ablation is found from params.yaml,
+    the endpoint adopted and recorded as `train` would, and the test set scored on it."""
+    import csv
+    import importlib.util
+
+    from mlbench.data.export import write_test_table
+    from mlbench.data.sources.digits import Digits
+
+    write_test_table("digits", 2, 0)
+    with HuggingFaceFake(token=TOKEN) as fk:
+        fk.add_endpoint("digits-5", {c: (0.0, 0.0, 0.0) for c in Digits.class_names})
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        url = fk.endpoint_url("digits-5")
+        Path("params.yaml").write_text(yaml.safe_dump({
+            **block(endpoints={"digits": {5: url}}), "ablations": [5]}))
+        spec = importlib.util.spec_from_file_location(
+            "huggingface_script", Path(__file__).parents[1] / "scripts" / "huggingface.py")
+        assert spec and spec.loader
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        assert script.main(["invoke", "digits", url]) == 0
+        assert script.main(["invoke", "digits", fk.endpoint_url("other")]) == 2  # which size?
+    model = ModelRef.load(paths.model_json("huggingface", "digits", 5))
+    assert model is not None and model.ids["endpoint_url"] == url
+    assert model.details["fingerprint"]
+    with paths.predictions_csv("huggingface", "digits", 5).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * len(Digits.class_names) and not any(r["error"] for r in rows)
 
 
 # -- the fake speaks the real wire format ----------------------------------------------------------
@@ -261,9 +480,6 @@ def test_dvc_repro_benchmarks_nyckel_and_huggingface_against_fakes(tmp_path):
     import os
     import shutil
     import subprocess
-    import sys
-
-    import yaml
 
     from mlbench.data.sources.digits import Digits
     from tests.fakes.nyckel import NyckelFake

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from mlbench.bench.load import RateLimiter, drive, summarise
+from mlbench.bench.load import drive, summarise
+from mlbench.core import Prediction
 from mlbench.params import LoadParams
-from mlbench.services.base import Prediction
-from mlbench.services.http import RetryPolicy
+from mlbench.retry import RetryPolicy
+from mlbench.services.ratelimit import RateLimiter
 from tests.fakes.http_base import FakeServer, Fault, Response
 from tests.test_http import Echo
 
@@ -127,7 +128,26 @@ def test_services_without_http_fall_back_to_threads():
 
 def test_rate_limiter_spaces_starts():
     limiter = RateLimiter(10.0)
-    delays = [limiter.delay() for _ in range(5)]
+    delays = [limiter.reserve() for _ in range(5)]
     assert delays[0] == 0.0
     assert delays[4] == pytest.approx(0.4, abs=0.02)
-    assert RateLimiter(None).delay() == 0.0
+    assert RateLimiter(None).reserve() == 0.0
+
+
+def test_rate_limiter_is_shared_by_threads_without_bursts():
+    """Uploads on threads (Nyckel's samples) share the limiter: starts never bunch up."""
+    now = [0.0]
+    lock = threading.Lock()
+    starts: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            starts.append(seconds)
+
+    limiter = RateLimiter(25.0, clock=lambda: now[0], sleep=sleep)
+    threads = [threading.Thread(target=limiter.acquire) for _ in range(26)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(starts) == pytest.approx([k / 25 for k in range(1, 26)])

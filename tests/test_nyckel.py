@@ -6,19 +6,24 @@ import asyncio
 import csv
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
-from mlbench.errors import UserError
-from mlbench.params import parse_params
-from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
-from mlbench.services.http import RetryPolicy, ServiceCallError
-from mlbench.services.nyckel import SAMPLES_FILE, STATE_FILE, NyckelService
-from mlbench.services.nyckel.api import RateLimiter, data_uri
+from mlbench import paths
+from mlbench.core import AblationSplit, ImageRef, ModelRef
+from mlbench.errors import MissingExtra, ServiceCallError, ServiceError, UserError
+from mlbench.project import parse_checked_params
+from mlbench.retry import RetryPolicy
+from mlbench.services.nyckel.api import data_uri
 from mlbench.services.nyckel.auth import ClientCredentials, TokenProvider
+from mlbench.services.nyckel.service import SAMPLES_FILE, STATE_FILE, NyckelService
+from mlbench.services.ratelimit import RateLimiter
+from mlbench.services.registry import open_service
 from tests.fakes.http_base import Fault
 from tests.fakes.nyckel import NyckelFake
 
@@ -46,7 +51,8 @@ def make_split(root: Path, per_class: int = 4, n: int = 5) -> AblationSplit:
             seed += 1
             name = f"{cls}_{i}.jpg"
             (folder / name).write_bytes(image_bytes(rgb, seed))
-            (val if i == 0 else train).append(ImageRef(folder / name, name, cls))
+            part = "val" if i == 0 else "train"
+            (val if i == 0 else train).append(ImageRef(folder / name, cls, part, name))
     return AblationSplit("digits", n, tuple(COLOURS), tuple(train), tuple(val))
 
 
@@ -70,12 +76,25 @@ def fake(monkeypatch: pytest.MonkeyPatch):
         yield fk
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run folders (`results/runs/nyckel/...`) land in the test's own folder."""
+    if "digits_copy" not in request.fixturenames:
+        monkeypatch.chdir(tmp_path)
+
+
 def service(tmp_path: Path, n: int = 5, **settings: object) -> NyckelService:
     settings = {"poll_interval": 0.02, "train_timeout": 10, **settings}
-    params = parse_params({"services": ["local", "nyckel"], "nyckel": settings})
-    svc = NyckelService(ServiceContext(params, "digits", n, tmp_path / "state" / str(n)))
+    params = parse_checked_params({"services": ["local", "nyckel"], "nyckel": settings})
+    svc = open_service(params, "nyckel", "digits", n)
+    assert isinstance(svc, NyckelService)
     svc.retry = FAST
     return svc
+
+
+def function_of(svc: NyckelService) -> str:
+    return svc.state.get("function_id")
 
 
 @pytest.fixture
@@ -89,6 +108,23 @@ def trained(tmp_path: Path, split: AblationSplit) -> tuple[NyckelService, ModelR
     model = svc.train(split)
     svc.connect(model)
     return svc, model
+
+
+def project_params(root: Path, **nyckel: object) -> None:
+    """params.yaml of a digits copy: nyckel on ablation 5 (the file is a hard link: replace it)."""
+    import yaml
+
+    f = root / "params.yaml"
+    data = yaml.safe_load(f.read_text())
+    data.update(services=["nyckel"], ablation=5, nyckel={"poll_interval": 0.02, **nyckel})
+    f.unlink()
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def mlbench(*args: str):
+    from mlbench.cli import app
+
+    return CliRunner().invoke(app, list(args))
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -120,7 +156,7 @@ def test_expired_token_is_renewed_on_401_for_api_calls_and_predict(fake, tmp_pat
     fake.state.expire_tokens()
     assert svc.predict(image_bytes(COLOURS["red"], 999)).label == "red"
     fake.state.expire_tokens()
-    assert svc.api.get_function(svc._function_id) is not None
+    assert svc.api.get_function(function_of(svc)) is not None
     assert len(fake.requests("POST", "/connect/token")) == 3
 
 
@@ -174,11 +210,11 @@ def test_killed_upload_resumes_with_only_the_missing_samples(fake, tmp_path, spl
     real = svc._upload_one
     calls = {"n": 0}
 
-    def dies_after_five(function_id, image):
+    def dies_after_five(function_id, sample):
         calls["n"] += 1
         if calls["n"] > 5:
             raise KeyboardInterrupt("killed")
-        return real(function_id, image)
+        return real(function_id, sample)
 
     monkeypatch.setattr(svc, "_upload_one", dies_after_five)
     with pytest.raises(KeyboardInterrupt):
@@ -208,18 +244,18 @@ def test_a_failing_sample_is_reported_and_only_it_is_retried(fake, tmp_path, spl
     svc = service(tmp_path)
     svc.upload(split)
     assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) - before == 1
-    assert len(fake.samples(svc._function_id)) == len(split.all)
+    assert len(fake.samples(function_of(svc))) == len(split.all)
 
 
 def test_lost_state_recovers_through_function_name_and_409(fake, tmp_path, split):
     service(tmp_path).upload(split)
     (fn,) = fake.state.functions.values()
-    for f in (tmp_path / "state" / "5").iterdir():
+    for f in paths.model_dir("nyckel", "digits", 5).iterdir():
         f.unlink()
     before = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
     svc = service(tmp_path)
     svc.upload(split)
-    assert len(fake.state.functions) == 1 and svc._function_id == fn.id
+    assert len(fake.state.functions) == 1 and function_of(svc) == fn.id
     assert len(fake.samples(fn.id)) == len(split.all)
     with (svc.ctx.state_dir / SAMPLES_FILE).open() as fh:
         rows = list(csv.DictReader(fh))
@@ -239,7 +275,7 @@ def test_a_changed_ablation_gets_a_new_function_never_a_mixed_one(fake, tmp_path
     svc = service(tmp_path)
     svc.upload(changed)
     assert len(fake.state.functions) == 2
-    assert len(fake.samples(svc._function_id)) == len(changed.all)
+    assert len(fake.samples(function_of(svc))) == len(changed.all)
 
 
 def test_labels_are_listed_across_pages_and_never_duplicated(monkeypatch, tmp_path, split):
@@ -249,8 +285,8 @@ def test_labels_are_listed_across_pages_and_never_duplicated(monkeypatch, tmp_pa
         monkeypatch.setenv("NYCKEL_CLIENT_SECRET", SECRET)
         svc = service(tmp_path)
         svc.upload(split)
-        svc.api.ensure_labels(svc._function_id, split.classes)  # 409 if it re-created one
-        assert len(fk.function(svc._function_id).labels) == 3
+        svc.api.ensure_labels(function_of(svc), split.classes)  # 409 if it re-created one
+        assert len(fk.function(function_of(svc)).labels) == 3
 
 
 def test_uploads_stay_under_the_rate_limit(fake, tmp_path, split, real_rate_limit):
@@ -280,16 +316,20 @@ def test_upload_retries_429_and_500_then_completes(fake, tmp_path, split):
     fake.server.inject(Fault(500, count=2, path_pattern="samples"))
     svc = service(tmp_path)
     svc.upload(split)
-    assert len(fake.samples(svc._function_id)) == len(split.all)
+    assert len(fake.samples(function_of(svc))) == len(split.all)
 
 
-def test_configured_function_id_is_used_and_a_bad_one_names_the_key(fake, tmp_path, split):
+def test_hand_given_function_is_adopted_and_a_bad_one_names_the_key(fake, tmp_path, split):
     fn = fake.state.create_function("mine", "Image", "Classification")
-    svc = service(tmp_path, functions={"digits": {5: fn.id}})
-    svc.upload(split)
-    assert len(fake.samples(fn.id)) == len(split.all) and len(fake.state.functions) == 1
-    with pytest.raises(UserError, match=r"nyckel\.functions\.digits\.5"):
-        service(tmp_path, functions={"digits": {"5": "function_nope"}}).upload(split)
+    svc = service(tmp_path, endpoints={"digits": {5: fn.id}})
+    model = svc.adopt(svc.hand_given())
+    assert model.ids == {"function_id": fn.id} and model.details["function_name"] == "mine"
+    assert len(fake.state.functions) == 1 and not fake.samples(fn.id)
+    with pytest.raises(UserError, match=r"nyckel\.endpoints\.digits\.5.*no function"):
+        service(tmp_path, endpoints={"digits": {"5": "function_nope"}}).adopt("function_nope")
+    text = fake.state.create_function("words", "Text", "Classification")
+    with pytest.raises(UserError, match=r"nyckel\.endpoints\.digits\.5.*Text/Classification"):
+        service(tmp_path, endpoints={"digits": {5: text.id}}).adopt(text.id)
 
 
 def test_bad_settings_name_their_key(tmp_path):
@@ -297,6 +337,10 @@ def test_bad_settings_name_their_key(tmp_path):
         service(tmp_path, train_timout=5)
     with pytest.raises(UserError, match=r"nyckel\.rps"):
         service(tmp_path, rps=100)
+    with pytest.raises(UserError, match=r"nyckel\.endpoints\.digits\.5"):
+        service(tmp_path, endpoints={"digits": {5: "not an id"}})
+    with pytest.raises(UserError, match=r"nyckel\.functions"):  # the old key: renamed
+        service(tmp_path, functions={"digits": {5: "function_x"}})
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -305,7 +349,7 @@ def test_train_waits_for_the_status_and_times_it(fake, tmp_path, split):
     svc = service(tmp_path)
     svc.upload(split)
     model = svc.train(split)
-    assert model.ids == {"function_id": svc._function_id}
+    assert model.ids == {"function_id": function_of(svc)}
     assert 0.25 <= model.train_seconds < 5
     assert fake.requests("GET", r"/v0\.9/functions/[^/]+/metrics"), "official client's status"
     assert model.details["samples"] == len(split.all)
@@ -325,15 +369,16 @@ def test_train_survives_a_token_expired_server_side(fake, tmp_path, split):
     svc = service(tmp_path)
     svc.upload(split)
     fake.state.expire_tokens()  # the official client's first status read gets a 401
-    assert svc.train(split).ids["function_id"] == svc._function_id
+    assert svc.train(split).ids["function_id"] == function_of(svc)
 
 
 def test_train_timeout_is_a_clear_error(fake, tmp_path, split):
     fake.state.train_delay = float("inf")
     svc = service(tmp_path, train_timeout=0.3)
     svc.upload(split)
-    with pytest.raises(UserError, match="train_timeout"):
+    with pytest.raises(ServiceError, match="train_timeout") as exc:
         svc.train(split)
+    assert "\n" not in str(exc.value) and "rerun" in str(exc.value)
 
 
 # -- predict ---------------------------------------------------------------------------------------
@@ -415,31 +460,133 @@ def test_secrets_and_tokens_never_reach_state_or_model(fake, tmp_path, split):
     assert SECRET not in repr(svc.api.tokens._credentials)
 
 
+def test_status_poll_retries_through_the_shared_policy(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    fake.server.inject(Fault(500, count=2, path_pattern="v0.9"))
+    fake.server.inject(Fault(429, count=2, headers={"Retry-After": "0"}, path_pattern="v0.9"))
+    assert svc.train(split).ids["function_id"] == function_of(svc)
+    assert len(fake.requests("GET", r"/v0\.9/.*")) >= 4 + 2
+
+
+def test_status_of_a_deleted_function_is_a_call_error_not_a_crash(fake, tmp_path, split):
+    svc = service(tmp_path)
+    svc.upload(split)
+    with fake.state.lock:
+        fake.state.functions.clear()
+    with pytest.raises(ServiceCallError, match="no image-classification function") as exc:
+        svc.api.is_trained(function_of(svc))
+    assert exc.value.status == 404
+    svc = service(tmp_path)
+    svc.upload(split)
+    svc.api.is_trained(function_of(svc))  # the official client's object is made...
+    with fake.state.lock:
+        fake.state.functions.clear()  # ... then the function goes
+    with pytest.raises(ServiceCallError, match="HTTP 404") as exc:
+        svc.api.is_trained(function_of(svc))
+    assert exc.value.status == 404
+    text = fake.state.create_function("words", "Text", "Classification")
+    with pytest.raises(ServiceCallError, match="no image-classification function"):
+        svc.api.is_trained(text.id)  # never the official client's AssertionError
+
+
 # -- commands --------------------------------------------------------------------------------------
-def test_create_command_prints_and_records_the_id(fake, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from mlbench.services.nyckel import cli
-
-    monkeypatch.chdir(tmp_path)
+def test_create_command_prints_and_records_the_id(fake, tmp_path):
     (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
-    result = CliRunner().invoke(cli, ["create", "my-fn", "--dataset", "digits", "--ablation", "5"])
+    result = mlbench("nyckel", "create", "my-fn", "--dataset", "digits", "--ablation", "5")
     assert result.exit_code == 0, result.output
     function_id = result.output.strip().splitlines()[-1]
     assert fake.function(function_id).name == "my-fn"
     log = json.loads((tmp_path / "results" / "nyckel" / "functions.json").read_text())
-    assert log[-1]["id"] == function_id
-    from mlbench import paths
-
+    assert log[function_id]["name"] == "my-fn" and log[function_id]["dataset"] == "digits"
     state = json.loads((paths.model_dir("nyckel", "digits", 5) / STATE_FILE).read_text())
     assert state["function_id"] == function_id  # `mlbench train nyckel digits` will use it
+    assert state["chosen_by_hand"] is True
+
+
+def test_status_command_lists_recorded_functions(fake, tmp_path, split):
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    svc = service(tmp_path)
+    svc.upload(split)
+    fid = function_of(svc)
+    with fake.state.lock:
+        fake.function(fid).trained_at = float("inf")  # still training
+    result = mlbench("nyckel", "status")
+    assert result.exit_code == 0, result.output
+    assert f"digits 5: function {fid}: {len(split.all)} samples recorded, not trained yet" \
+        in result.output
+    with fake.state.lock:
+        fake.function(fid).trained_at = 0.0
+    assert "trained" in mlbench("nyckel", "status", "digits", "5").output
+    assert mlbench("nyckel", "status", "digits", "20").exit_code == 2  # nothing recorded there
+
+
+def test_upload_command_then_train_records_the_model_once(fake, digits_copy):
+    """`mlbench nyckel upload --wait` waits but writes no model.json; `mlbench train` records
+    it, with the training time the upload measured, and sends nothing again."""
+    project_params(digits_copy)
+    result = mlbench("nyckel", "upload", "digits", "5", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "trained; training seconds:" in result.output
+    assert "mlbench train nyckel digits" in result.output
+    assert not paths.model_json("nyckel", "digits", 5).exists()
+    state = json.loads((paths.model_dir("nyckel", "digits", 5) / STATE_FILE).read_text())
+    posts = len(fake.requests("POST", r"/v1/functions/[^/]+/samples"))
+
+    result = mlbench("train", "nyckel", "digits")
+    assert result.exit_code == 0, result.output
+    model = ModelRef.load(paths.model_json("nyckel", "digits", 5))
+    assert model.ids == {"function_id": state["function_id"]}
+    assert model.train_seconds == state["train_seconds"] and model.details["fingerprint"]
+    assert len(fake.requests("POST", r"/v1/functions/[^/]+/samples")) == posts
+    assert len(fake.state.functions) == 1
+
+
+def test_upload_command_uses_the_hand_given_function(fake, digits_copy):
+    fn = fake.state.create_function("by-hand", "Image", "Classification")
+    project_params(digits_copy, endpoints={"digits": {5: fn.id}})
+    result = mlbench("nyckel", "upload", "digits", "5")
+    assert result.exit_code == 0, result.output
+    assert len(fake.samples(fn.id)) == 50 and len(fake.state.functions) == 1
+    result = mlbench("train", "nyckel", "digits")  # hand-given: adopted, nothing uploaded
+    assert result.exit_code == 0, result.output
+    assert ModelRef.load(paths.model_json("nyckel", "digits", 5)).ids == {"function_id": fn.id}
+
+
+def test_uploaded_samples_equal_the_exported_seed_file(fake, digits_copy):
+    from mlbench.data.ablate import load_split
+
+    project_params(digits_copy)
+    svc = service(digits_copy)
+    svc.upload(load_split("digits", 5))
+    fn = fake.function(function_of(svc))
+    uploaded = sorted((s.external_id, fn.labels[s.label_id].name) for s in fn.samples.values())
+    with paths.ablation_csv("digits", "train", 5, "nyckel").open(newline="") as fh:
+        exported = sorted(tuple(row) for row in csv.reader(fh))
+    assert exported[-1] == ("filename", "class")  # the header sorts last: drop it
+    assert uploaded == exported[:-1] and len(uploaded) == 50
+
+
+def test_missing_sdk_is_one_line_naming_the_extra(tmp_path, monkeypatch, split):
+    monkeypatch.setenv("NYCKEL_CLIENT_ID", "test-client")
+    monkeypatch.setenv("NYCKEL_CLIENT_SECRET", SECRET)
+    monkeypatch.setitem(sys.modules, "nyckel", None)
+    for module in ("mlbench.services.nyckel.service", "mlbench.services.nyckel.api"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingExtra, match=r"pip install 'mlbench\[nyckel\]'"):
+        service(tmp_path)
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    paths.model_dir("nyckel", "digits", 5).mkdir(parents=True)
+    result = mlbench("nyckel", "status")  # the CLI itself starts without the SDK
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "pip install 'mlbench[nyckel]'" in result.output
 
 
 def test_seed_script_create_runs_as_a_script(fake, tmp_path):
     """`python scripts/nyckel.py` must not shadow the official `nyckel` package it imports."""
     import os
     import subprocess
-    import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "nyckel.py"
     (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
@@ -456,13 +603,28 @@ def test_seed_script_create_runs_as_a_script(fake, tmp_path):
     assert run.returncode == 0 and run.stdout.strip().startswith("nyckel."), run.stderr
 
 
+def test_seed_script_upload_then_invoke_scores_the_given_function(fake, digits_copy):
+    """The seed's by-hand path: create, upload (waits for training), invoke: the harness
+    records the function's model.json (with the upload's training time) and scores it."""
+    from scripts.nyckel import main
+
+    project_params(digits_copy, endpoints={})
+    fn = fake.state.create_function("seed-fn", "Image", "Classification")
+    assert main(["upload", "digits", fn.id, "5"]) == 0
+    state = json.loads((paths.model_dir("nyckel", "digits", 5) / STATE_FILE).read_text())
+    assert state["function_id"] == fn.id and len(fake.samples(fn.id)) == 50
+    assert main(["invoke", "digits", fn.id, "5"]) == 0
+    model = ModelRef.load(paths.model_json("nyckel", "digits", 5))
+    assert model.ids == {"function_id": fn.id}
+    assert model.train_seconds == state["train_seconds"] and model.details["fingerprint"]
+    rows = (paths.evals_dir("nyckel", "digits") / "5" / "predictions.csv").read_text()
+    assert len(rows.splitlines()) > 1
+    assert all(i.capture is False for i in fake.state.invocations)
+
+
 def test_create_command_without_credentials_is_one_line(fake, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from mlbench.services.nyckel import cli
-
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NYCKEL_CLIENT_SECRET")
-    result = CliRunner().invoke(cli, ["create", "my-fn"])
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    result = mlbench("nyckel", "create", "my-fn")
     assert result.exit_code == 2 and "NYCKEL_CLIENT_SECRET" in result.output
     assert fake.log == []

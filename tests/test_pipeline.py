@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import make_project
+from tests.conftest import REPO, make_project
 
 GIT = ["git", "-c", "user.name=mlbench test", "-c", "user.email=test@mlbench.local"]
 
@@ -40,10 +42,12 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
     assert (data / "classes.txt").read_text().split() == sorted(
         ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
     assert (data / "manifest.csv").exists() and (data / "rejected.csv").exists()
-    csvs = [p.name for p in (data / "ablations").glob("*.csv") if p.name != "ablations.csv"]
+    assert len((data / "ablations.csv").read_text().splitlines()) == 1 + 10 * (5 + 20 + 80)
+    csvs = [p.name for p in (data / "ablations").glob("*.csv")]
     assert len(csvs) == 27  # 9 formats x the 3 sizes digits can give (5, 20, 80)
     tests = list((data / "tests").glob("digits_test_*.csv"))
     assert len(tests) == 5
+    assert len((data / "test.csv").read_text().splitlines()) == 301
     assert len((data / "tests" / "digits_test_local.csv").read_text().splitlines()) == 301
     assert (data / "uploads" / "training_uploads_80").is_dir()
 
@@ -84,6 +88,38 @@ def test_changing_the_seed_reruns_ablate_and_later_only(repro):
     assert "fetch@digits" not in status and "prepare@digits" not in status
 
 
+def _status_after(repro: Path, edit: Path, change) -> dict:
+    """`dvc status` with `edit` changed by `change(text)`, the file restored afterwards."""
+    original = edit.read_text()
+    edit.write_text(change(original))
+    try:
+        return json.loads(run(["dvc", "status", "--json"], repro).stdout)
+    finally:
+        edit.write_text(original)
+
+
+@pytest.mark.slow
+def test_renaming_the_aws_bucket_reruns_no_stage_of_the_local_service(repro):
+    def rename(text: str) -> str:
+        data = yaml.safe_load(text)
+        data["buckets"]["aws"] = "another-bucket"
+        return yaml.safe_dump(data, sort_keys=False)
+
+    status = _status_after(repro, repro / "params.yaml", rename)
+    assert set(status) == {"export@digits"}  # only the files that name the bucket
+
+
+@pytest.mark.slow
+def test_editing_one_service_reruns_only_that_services_stages(repro):
+    comment = lambda text: text + "\n# edited\n"  # noqa: E731
+    status = _status_after(repro, repro / "mlbench/services/vertex/service.py", comment)
+    assert status == {}  # vertex is not in `services:`: nothing of the local run depends on it
+    status = _status_after(repro, repro / "mlbench/services/local/head.py", comment)
+    assert set(status) == {"train@local-digits", "evaluate@local-digits", "load@local-digits"}
+    status = _status_after(repro, repro / "mlbench/services/vertex/export.py", comment)
+    assert set(status) == {"export@digits"}  # the seed files in Vertex's format, no service
+
+
 @pytest.mark.slow
 def test_experiment_with_one_ablation(repro):
     run(["dvc", "repro"], repro)
@@ -117,3 +153,19 @@ def test_asking_a_size_no_dataset_can_give_fails_with_the_reason(digits_copy):
     assert proc.returncode == 2
     assert "ablation=500: no dataset can give 500 images per class" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_seed_data_scripts_run_the_stages_they_stand_for(digits_copy):
+    """`create_ablations.py` was the seed's sampling *and* every format: ablate, then export."""
+    shutil.rmtree("data/digits/ablations")
+    Path("data/digits/ablations.csv").unlink()
+    proc = run([sys.executable, str(REPO / "scripts" / "create_ablations.py"), "digits"],
+               digits_copy)
+    assert "ablations [5, 20, 80, 320]" in proc.stderr and "files in the seed's formats" in \
+        proc.stderr
+    assert Path("data/digits/ablations.csv").exists()
+    assert Path("data/digits/ablations/digits_train_vertex_5.csv").exists()
+    failed = run([sys.executable, str(REPO / "scripts" / "create_tests.py"), "nope"],
+                 digits_copy, check=False)
+    assert failed.returncode == 2 and "unknown dataset 'nope'" in failed.stderr
+    assert "Traceback" not in failed.stderr

@@ -1,4 +1,4 @@
-"""AWS Rekognition Custom Labels adapter against moto (S3, server mode) and the local fake.
+"""AWS Rekognition Custom Labels service against moto (S3, server mode) and the local fake.
 
 Everything runs on 127.0.0.1 with dummy credentials; the shared credential files and the
 instance metadata service are switched off so no test can reach a real AWS account.
@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import boto3
@@ -23,15 +24,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mlbench import paths
-from mlbench.errors import UserError
-from mlbench.io import atomic_write_json
-from mlbench.params import parse_params
-from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
-from mlbench.services.http import ServiceCallError
-from mlbench.services.rekognition import MAX_IMAGE_BYTES, RekognitionService, cli, fit_image
-from mlbench.services.rekognition import lifecycle as life
-from mlbench.services.rekognition.aws import RekognitionSettings
-from mlbench.services.rekognition.s3 import LABEL_ATTRIBUTE, class_folder
+from mlbench.core import AblationSplit, ImageRef, ModelRef
+from mlbench.errors import MissingExtra, ServiceCallError, ServiceError, UserError
+from mlbench.project import parse_checked_params
+from mlbench.services.base import ServiceContext
+from mlbench.services.registry import open_service, parse_settings, service_class
+from mlbench.services.rekognition import export
+from mlbench.services.rekognition import service as rek_service
+from mlbench.services.rekognition.export import LABEL_ATTRIBUTE, class_folder
+from mlbench.services.rekognition.service import MAX_IMAGE_BYTES, RekognitionService, fit_image
+from mlbench.services.rekognition.settings import Settings
 from tests.fakes.http_base import Fault
 from tests.fakes.rekognition import FakeRekognition, RekognitionBackend
 
@@ -94,9 +96,9 @@ def split(tmp_path) -> AblationSplit:
     for c, cls in enumerate(CLASSES):
         for i in range(4):
             name = f"img_{c}_{i}.png"
-            ref = ImageRef(make_image(tmp_path / "data" / cls.replace("/", "_") / name,
-                                      10 * c + i), name, cls)
-            (val if i == 3 else train).append(ref)
+            part = "val" if i == 3 else "train"
+            path = make_image(tmp_path / "data" / cls.replace("/", "_") / name, 10 * c + i)
+            (val if i == 3 else train).append(ImageRef(path, cls, part, name))
     return AblationSplit(DS, 4, tuple(sorted(CLASSES)), tuple(train), tuple(val))
 
 
@@ -108,23 +110,29 @@ def settings(moto_url: str, fake: FakeRekognition | None, **extra) -> dict:
     return block
 
 
-def make_service(tmp_path, rek: dict, buckets: dict | None = None,
-                 state: str = "state") -> RekognitionService:
-    params = parse_params({"datasets": [DS], "services": ["local", "rekognition"],
-                           "buckets": {"aws": BUCKET} if buckets is None else buckets,
-                           "rekognition": rek})
-    return RekognitionService(ServiceContext(params, DS, 4, tmp_path / state))
+def project_params(rek: dict, buckets: dict | None = None) -> dict:
+    return {"datasets": [DS], "services": ["local", "rekognition"],
+            "buckets": {"aws": BUCKET} if buckets is None else buckets, "rekognition": rek}
 
 
-def keys_in(s3) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+def make_service(tmp_path, rek: dict, buckets: dict | None = None, state: str = "state",
+                 ablation: int = 4) -> RekognitionService:
+    """The service as the registry opens it, with its state in `tmp_path / state`."""
+    params = parse_checked_params(project_params(rek, buckets))
+    ctx = ServiceContext("rekognition", parse_settings("rekognition", params.section(
+        "rekognition")), DS, ablation, params.seed, params.buckets, tmp_path / state)
+    return service_class("rekognition")(ctx)
+
+
+def keys_in(s3, bucket: str = BUCKET) -> set[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
 def count_puts(svc: RekognitionService) -> list[str]:
     puts: list[str] = []
-    svc.aws.s3.meta.events.register("provide-client-params.s3.PutObject",
-                                    lambda params, **kw: puts.append(params["Key"]))
+    svc.api.s3_client.meta.events.register("provide-client-params.s3.PutObject",
+                                           lambda params, **kw: puts.append(params["Key"]))
     return puts
 
 
@@ -136,9 +144,10 @@ def trained(tmp_path, moto_url, fake, split, **extra) -> tuple[RekognitionServic
 
 # -- upload -------------------------------------------------------------------------------------
 def test_upload_sends_exactly_the_ablation_and_a_rerun_sends_nothing(
-        tmp_path, moto_url, s3, split, monkeypatch):
+        tmp_path, moto_url, s3, fake, split, monkeypatch):
     # endpoints through boto3's own env variables, as a user pointing at local servers would
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_REKOGNITION", fake.url)
     svc = make_service(tmp_path, {"poll_seconds": 0.01})
     svc.upload(split)
     prefix = f"mlbench/{DS}/4"
@@ -150,6 +159,10 @@ def test_upload_sends_exactly_the_ablation_and_a_rerun_sends_nothing(
     assert (svc.upload_report.uploaded, svc.upload_report.skipped) == (8, 0)
     body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/train/cat/img_1_0.png")["Body"].read()
     assert body == split.train[3].path.read_bytes()
+    # the upload ends with the project's datasets imported from the manifests
+    (project,) = fake.backend.projects.values()
+    assert {k: d.state.status for k, d in project.datasets.items()} == \
+        {"TRAIN": "CREATE_COMPLETE", "TEST": "CREATE_COMPLETE"}
 
     again = make_service(tmp_path, {"poll_seconds": 0.01})
     puts = count_puts(again)
@@ -162,16 +175,18 @@ def test_upload_sends_exactly_the_ablation_and_a_rerun_sends_nothing(
     puts = count_puts(third)
     third.upload(split)
     assert puts == [f"{prefix}/train/Ram_C_V_Van/img_0_0.png"]
+    ops = fake.operations()
+    assert ops.count("CreateProject") == 1 and ops.count("CreateDataset") == 2
 
 
-def test_manifests_are_valid_ground_truth_classification_lines(tmp_path, moto_url, s3, split):
-    svc = make_service(tmp_path, settings(moto_url, None))
+def test_manifests_are_valid_ground_truth_classification_lines(tmp_path, moto_url, s3, fake,
+                                                               split):
+    svc = make_service(tmp_path, settings(moto_url, fake))
     svc.upload(split)
     existing = keys_in(s3)
     for name, refs in (("train", split.train), ("val", split.val)):
         key = f"mlbench/{DS}/4/manifests/{name}.manifest"
         data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-        assert data == (tmp_path / "state" / f"{name}.manifest").read_bytes()  # local copy
         lines = [json.loads(line) for line in data.decode().splitlines()]
         assert len(lines) == len(refs)
         for line, ref in zip(lines, refs, strict=True):
@@ -179,14 +194,31 @@ def test_manifests_are_valid_ground_truth_classification_lines(tmp_path, moto_ur
             assert line["source-ref"].startswith(f"s3://{BUCKET}/")
             assert line["source-ref"].removeprefix(f"s3://{BUCKET}/") in existing
             assert line["source-ref"].endswith(f"/{name}/{class_folder(ref.class_name)}/"
-                                              f"{ref.filename}")
+                                              f"{ref.name}")
             meta = line[f"{LABEL_ATTRIBUTE}-metadata"]
             assert line[LABEL_ATTRIBUTE] == split.classes.index(ref.class_name)
             assert meta["class-name"] == ref.class_name
             assert meta["confidence"] == 1 and meta["human-annotated"] == "yes"
             assert meta["job-name"] == f"labeling-job/{LABEL_ATTRIBUTE}"
             assert meta["type"] == "groundtruth/image-classification"
-            assert meta["creation-date"][:4].isdigit() and "T" in meta["creation-date"]
+            assert meta["creation-date"] == export.CREATED  # fixed: a pure function of the split
+
+
+def test_uploaded_manifests_equal_the_exported_seed_files(digits_copy, moto_url, s3, fake):
+    """What Rekognition imports is byte for byte the seed file the `export` stage wrote (the
+    session's project exported with `buckets.aws: abucket`)."""
+    from mlbench.data.ablate import load_split
+
+    s3.create_bucket(Bucket="abucket")
+    svc = make_service(digits_copy, settings(moto_url, fake), buckets={"aws": "abucket"},
+                       ablation=5)
+    svc.upload(load_split(DS, 5))
+    for part in ("train", "val"):
+        seed_file = paths.ablations_dir(DS) / f"{DS}_{part}_aws_5.manifest"
+        uploaded = s3.get_object(Bucket="abucket",
+                                 Key=f"mlbench/{DS}/5/manifests/{part}.manifest")["Body"].read()
+        assert uploaded == seed_file.read_bytes()
+    assert len(keys_in(s3, "abucket")) == 5 * 10 + 2  # every image once, and the two manifests
 
 
 # -- lifecycle ----------------------------------------------------------------------------------
@@ -203,6 +235,7 @@ def test_train_connect_predict_end_to_end(tmp_path, moto_url, fake, split):
     assert model.ids["project_version_arn"] == version.arn
     assert model.ids["project_arn"] == project.arn
     assert model.ids["train_dataset_arn"] == project.datasets["TRAIN"].arn
+    assert model.ids["test_dataset_arn"] == project.datasets["TEST"].arn
     assert model.train_seconds == pytest.approx(3725.0, abs=0.01)
     assert model.started_at and model.finished_at
     assert version.output == {"S3Bucket": BUCKET, "S3KeyPrefix": f"mlbench/{DS}/4/output/"}
@@ -220,16 +253,30 @@ def test_train_connect_predict_end_to_end(tmp_path, moto_url, fake, split):
     svc.close()
 
 
+def test_submit_returns_at_once_with_the_version_recorded(tmp_path, moto_url, fake, split):
+    svc = make_service(tmp_path, settings(moto_url, fake))
+    svc.upload(split)
+    job = svc.submit(split)
+    version = fake.backend.version(job.ids["version_arn"])
+    assert version.state.status == "TRAINING_IN_PROGRESS"  # nothing waited for
+    state = json.loads((tmp_path / "state" / "rekognition.json").read_text())
+    assert state["version_arn"] == job.ids["version_arn"]
+    assert state["region"] == "us-east-1" and state["endpoint"] == fake.url
+    model = svc.wait(job)
+    assert version.state.status == "TRAINING_COMPLETED"
+    assert model.ids["project_version_arn"] == version.arn
+
+
 def test_rerun_after_a_crash_reuses_project_datasets_and_version(
         tmp_path, moto_url, fake, split, monkeypatch):
-    real_poll = life.poll
+    real_wait = rek_service.wait_for
 
-    def killed_while_training(describe, done, what, *args, **kwargs):
-        if what.startswith("training"):
+    def killed_while_training(check, *, what, **kwargs):
+        if "training" in what:
             raise KeyboardInterrupt  # the process dies during the hour-long wait
-        return real_poll(describe, done, what, *args, **kwargs)
+        return real_wait(check, what=what, **kwargs)
 
-    monkeypatch.setattr(life, "poll", killed_while_training)
+    monkeypatch.setattr(rek_service, "wait_for", killed_while_training)
     svc = make_service(tmp_path, settings(moto_url, fake))
     svc.upload(split)
     with pytest.raises(KeyboardInterrupt):
@@ -237,7 +284,7 @@ def test_rerun_after_a_crash_reuses_project_datasets_and_version(
     state = json.loads((tmp_path / "state" / "rekognition.json").read_text())
     assert state["version_arn"]  # recorded before the wait
     (tmp_path / "state" / "rekognition.json").unlink()  # worst case: the state is lost too
-    monkeypatch.setattr(life, "poll", real_poll)
+    monkeypatch.setattr(rek_service, "wait_for", real_wait)
 
     model = make_service(tmp_path, settings(moto_url, fake)).train(split)
     ops = fake.operations()
@@ -253,9 +300,10 @@ def test_training_failure_reports_the_status_message_and_a_rerun_retries(
     fake.backend.fail_training = "The manifest file contains too many invalid data objects."
     svc = make_service(tmp_path, settings(moto_url, fake))
     svc.upload(split)
-    with pytest.raises(life.TrainingFailed, match="too many invalid data objects") as caught:
+    with pytest.raises(ServiceError, match="too many invalid data objects") as caught:
         svc.train(split)
-    assert isinstance(caught.value, UserError) and "\n" not in str(caught.value)
+    # a failed training is AWS's side failing: a ServiceError (exit 1), never a UserError
+    assert not isinstance(caught.value, UserError) and "\n" not in str(caught.value)
     fake.backend.fail_training = None
     model = svc.train(split)  # the rerun trains a new version (v2), once
     project = next(iter(fake.backend.projects.values()))
@@ -265,31 +313,48 @@ def test_training_failure_reports_the_status_message_and_a_rerun_retries(
 
 def test_dataset_import_failure_is_reported_with_what_to_do(tmp_path, moto_url, s3, fake,
                                                             split):
+    class Unreadable:
+        """Rekognition cannot read the bucket (say, a bucket policy keeps it out)."""
+
+        def get_object(self, **kwargs):
+            raise PermissionError("AccessDenied")
+
+    fake.backend.s3 = Unreadable()
     svc = make_service(tmp_path, settings(moto_url, fake))
-    svc.upload(split)
-    s3.delete_object(Bucket=BUCKET, Key=f"mlbench/{DS}/4/manifests/val.manifest")
-    with pytest.raises(UserError, match=r"TEST dataset failed to import .*could not be read.*"
+    with pytest.raises(UserError, match=r"TRAIN dataset failed to import .*could not be read.*"
                                         r"delete-dataset --dataset-arn arn:aws:rekognition:"):
-        svc.train(split)
+        svc.upload(split)
+    fake.backend.s3 = s3
+    with pytest.raises(UserError, match="failed to import"):
+        svc.train(split)  # the failed dataset is found again, not trained on
     assert fake.operations().count("CreateProjectVersion") == 0  # nothing trained on bad data
 
 
-def test_model_arn_from_params_skips_upload_and_training(tmp_path, moto_url, fake, split):
+def test_hand_given_model_is_adopted_without_upload_or_training(tmp_path, moto_url, fake,
+                                                                split):
     _, model = trained(tmp_path, moto_url, fake, split)
     arn = model.ids["project_version_arn"]
     before = fake.operations()
-    svc = make_service(tmp_path, settings(moto_url, fake, models={DS: {4: arn}}),
+    svc = make_service(tmp_path, settings(moto_url, fake, endpoints={DS: {4: arn}}),
                        state="other")
+    assert svc.hand_given() == arn
     puts = count_puts(svc)
-    svc.upload(split)
-    given = svc.train(split)
+    given = svc.adopt(arn)
     assert puts == []
     created = [op for op in fake.operations()[len(before):] if op.startswith("Create")]
     assert created == []
-    assert given.ids["project_version_arn"] == arn
+    assert given.ids["project_version_arn"] == arn and given.details["given_in_params"]
     assert given.train_seconds == pytest.approx(3725.0, abs=0.01)
     svc.connect(given)
     assert fake.backend.version(arn).state.status == "RUNNING"
+
+
+def test_control_plane_calls_go_through_the_retry_policy(tmp_path, moto_url, fake, split):
+    fake.backend.throttle("DescribeProjects", 2)
+    fake.server.inject(Fault(503, count=1))
+    svc = make_service(tmp_path, settings(moto_url, fake))
+    svc.upload(split)
+    assert fake.backend.projects  # throttled twice, failed once, and still done
 
 
 # -- predict ------------------------------------------------------------------------------------
@@ -327,23 +392,29 @@ def test_predict_maps_top_label_and_confidence_to_unit_range(connected, fake):
 
 def test_throttling_is_retried_and_attempts_are_counted(connected, fake):
     svc, _ = connected
+
+    def detect_calls() -> int:
+        return fake.operations().count("DetectCustomLabels")
+
     fake.backend.throttle("DetectCustomLabels", 2)
+    before = detect_calls()
     assert svc.predict(png_bytes(2)).attempts == 3
+    assert detect_calls() - before == 3  # botocore retries nothing on its own
     fake.backend.throttle("DetectCustomLabels", 1, code="ProvisionedThroughputExceededException")
     assert svc.predict(png_bytes(2)).attempts == 2
     fake.server.inject(Fault(500, count=1))  # a 5xx is transient too
     assert svc.predict(png_bytes(2)).attempts == 2
 
     fake.backend.throttle("DetectCustomLabels", 10)
+    before = detect_calls()
     with pytest.raises(ServiceCallError, match="ThrottlingException") as caught:
         svc.predict(png_bytes(2))
-    assert caught.value.attempts == 3
+    assert caught.value.attempts == 3 and detect_calls() - before == 3
 
 
 def test_non_retryable_errors_raise_service_call_error_at_once(connected, fake):
     svc, model = connected
-    life.stop(svc.aws.rek, model.ids["project_arn"], model.ids["project_version_arn"],
-              svc.waiting())
+    assert svc.teardown(model).startswith("STOPPING")
     with pytest.raises(ServiceCallError, match="ResourceNotReadyException") as caught:
         svc.predict(png_bytes(3))
     assert caught.value.attempts == 1 and caught.value.status == 400
@@ -366,36 +437,72 @@ def test_images_over_4_mb_are_reencoded_to_fit(connected, fake):
 
 
 # -- vendor commands ----------------------------------------------------------------------------
-def test_cli_stop_stops_the_model(tmp_path, moto_url, fake, split, monkeypatch):
-    project_root = tmp_path / "project"
-    project_root.mkdir()
-    monkeypatch.chdir(project_root)
-    params = {"datasets": [DS], "services": ["local", "rekognition"],
-              "buckets": {"aws": BUCKET}, "rekognition": settings(moto_url, fake)}
-    (project_root / "params.yaml").write_text(yaml.safe_dump(params))
-    svc = make_service(tmp_path, settings(moto_url, fake))
+@pytest.fixture
+def project_root(tmp_path, moto_url, fake, monkeypatch) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    (root / "params.yaml").write_text(yaml.safe_dump(project_params(settings(moto_url, fake))))
+    return root
+
+
+def cli(*args: str):
+    from mlbench.cli import app  # mounts every service's commands, as `mlbench` does
+
+    return CliRunner().invoke(app, ["rekognition", *args])
+
+
+def test_cli_status_stop_and_start(project_root, moto_url, fake, split):
+    svc = open_service(parse_checked_params(project_params(settings(moto_url, fake))),
+                       "rekognition", DS, 4)
     svc.upload(split)
     model = svc.train(split)
     svc.connect(model)
-    atomic_write_json(paths.model_json("rekognition", DS, 4), model.to_json())
+    model.save(paths.model_json("rekognition", DS, 4))
     version = fake.backend.version(model.ids["project_version_arn"])
 
-    runner = CliRunner()
-    result = runner.invoke(cli, ["status"])
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    assert f"{DS} 4: RUNNING  {version.arn}" in result.output
+    result = cli("stop", DS, "4")
+    assert result.exit_code == 0, result.output
+    assert f"{DS} 4: STOPPING" in result.output and version.stops == 1
+    for _ in range(3):  # the fake stops over a few Describe calls, as AWS does over minutes
+        result = cli("status")
+    assert f"{DS} 4: STOPPED" in result.output and version.state.status == "STOPPED"
+    result = cli("stop")  # nothing running any more: no second stop call
+    assert result.exit_code == 0 and version.stops == 1
+    result = cli("start", DS, "4")
     assert result.exit_code == 0, result.output
     assert f"{DS} 4: RUNNING" in result.output
-    result = runner.invoke(cli, ["stop", DS, "4", "--wait"])
-    assert result.exit_code == 0, result.output
-    assert version.state.status == "STOPPED" and version.stops == 1
-    assert f"{DS} 4: STOPPED" in result.output
-    result = runner.invoke(cli, ["stop"])  # nothing running any more: no second stop call
-    assert result.exit_code == 0 and version.stops == 1
-    result = runner.invoke(cli, ["start", DS, "4"])
-    assert result.exit_code == 0, result.output
     assert version.state.status == "RUNNING" and version.starts == 2
-    result = runner.invoke(cli, ["stop", "pets"])
+    result = cli("stop", "pets")
     assert result.exit_code == 2
-    assert "no Rekognition model recorded for pets" in result.output
+    assert "no rekognition model recorded for pets" in result.output
+
+
+def test_cli_stops_a_model_started_by_a_run_that_crashed_before_model_json(
+        project_root, moto_url, fake, split):
+    svc = open_service(parse_checked_params(project_params(settings(moto_url, fake))),
+                       "rekognition", DS, 4)
+    svc.upload(split)
+    model = svc.wait(svc.submit(split))
+    svc.connect(model)  # ... and the process dies: no model.json was written
+    assert not paths.model_json("rekognition", DS, 4).exists()
+    version = fake.backend.version(model.ids["project_version_arn"])
+    result = cli("stop")
+    assert result.exit_code == 0, result.output
+    assert f"{DS} 4: STOPPING  {version.arn}" in result.output and version.stops == 1
+
+
+def test_cli_status_of_a_hand_given_model(project_root, moto_url, fake, split, tmp_path):
+    _, model = trained(tmp_path, moto_url, fake, split)
+    arn = model.ids["project_version_arn"]
+    (project_root / "params.yaml").write_text(yaml.safe_dump(project_params(
+        settings(moto_url, fake, endpoints={DS: {20: arn}}))))
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{DS} 20: TRAINING_COMPLETED  {arn}"
 
 
 # -- user mistakes ------------------------------------------------------------------------------
@@ -412,14 +519,20 @@ def test_missing_bucket_names_what_to_set_and_creates_nothing(tmp_path, moto_url
         with pytest.raises(UserError) as caught:
             step(split)
         message = str(caught.value)
-        assert "AWS_STORAGE_BUCKET_NAME" in message and "buckets.aws" in message
-        assert "\n" not in message
+        assert "buckets.aws" in message and "\n" not in message
     assert_nothing_created(s3, fake)
 
 
 def test_bucket_that_does_not_exist_is_reported(tmp_path, moto_url, s3, fake, split):
     svc = make_service(tmp_path, settings(moto_url, fake), buckets={"aws": "absent-bucket"})
     with pytest.raises(UserError, match="'absent-bucket' does not exist"):
+        svc.upload(split)
+    assert_nothing_created(s3, fake)
+
+
+def test_invalid_bucket_name_is_refused_before_any_call(tmp_path, moto_url, s3, fake, split):
+    svc = make_service(tmp_path, settings(moto_url, fake), buckets={"aws": "Not_A_Bucket"})
+    with pytest.raises(UserError, match="buckets.aws: 'Not_A_Bucket' is not a valid S3 bucket"):
         svc.upload(split)
     assert_nothing_created(s3, fake)
 
@@ -439,16 +552,58 @@ def test_missing_credentials_or_region_name_what_to_set_and_create_nothing(
     assert_nothing_created(s3, fake)
 
 
-def test_bad_settings_name_the_key(tmp_path, moto_url):
+def test_refused_credentials_are_a_user_error(tmp_path, moto_url, s3, fake, split):
+    fake.backend.throttle("DescribeProjects", 1, code="UnrecognizedClientException", status=400)
+    svc = make_service(tmp_path, settings(moto_url, fake))
+    with pytest.raises(UserError, match="AWS refused rekognition describe_projects "
+                                        r"\(UnrecognizedClientException"):
+        svc.upload(split)
+
+
+def test_bad_settings_name_the_key():
     with pytest.raises(UserError, match="rekognition.min_inference_unit: unknown setting"):
-        RekognitionSettings.parse({"min_inference_unit": 1})
+        Settings.parse({"min_inference_unit": 1})
     with pytest.raises(UserError, match="rekognition.min_inference_units"):
-        RekognitionSettings.parse({"min_inference_units": 0})
-    with pytest.raises(UserError, match=r"rekognition.models.digits.4: must be a project version"):
-        RekognitionSettings.parse({"models": {"digits": {4: "arn:aws:s3:::nope"}}})
-    ok = RekognitionSettings.parse({"models": {"digits": {"20": "arn:aws:rekognition:us-east-1:"
-                                                          "123456789012:project/p/version/v1/1"}}})
-    assert ok.model_arn("digits", 20)
+        Settings.parse({"min_inference_units": 0})
+    with pytest.raises(UserError, match="rekognition.max_inference_units"):
+        Settings.parse({"min_inference_units": 2, "max_inference_units": 1})
+    with pytest.raises(UserError, match=r"rekognition.endpoints.digits.4: must be a (valid )?"
+                                        "project version ARN"):
+        Settings.parse({"endpoints": {"digits": {4: "arn:aws:s3:::nope"}}})
+    for gone in ("s3_prefix", "models"):  # the layout is fixed; hand-given models: endpoints
+        with pytest.raises(UserError, match=f"rekognition.{gone}: unknown setting"):
+            Settings.parse({gone: "x"})
+    ok = Settings.parse({"endpoints": {"digits": {"20": "arn:aws:rekognition:us-east-1:"
+                                                  "123456789012:project/p/version/v1/1"}}})
+    assert ok.hand_given("digits", 20)
+    assert set(ok.model_settings()) == {"region", "endpoint_url", "s3_endpoint_url",
+                                        "project_prefix"}
+
+
+def test_missing_boto3_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("mlbench.services.rekognition.")
+                 and m.rsplit(".", 1)[1] in ("service", "api", "s3")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(MissingExtra) as caught:
+        service_class("rekognition")
+    message = str(caught.value)
+    assert "pip install 'mlbench[rekognition]'" in message and "\n" not in message
+
+
+def test_params_commands_and_export_need_no_aws_sdk():
+    """Validating params, mounting `mlbench rekognition` and the export hook import no boto3."""
+    import subprocess
+
+    code = ("import sys\n"
+            "sys.modules['boto3'] = sys.modules['botocore'] = None\n"
+            "from mlbench.services.registry import parse_settings\n"
+            "from mlbench.services.rekognition import cli, export\n"
+            "parse_settings('rekognition', {'min_inference_units': 2})\n"
+            "assert cli.cli.registered_commands and export.export\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # -- the fake itself speaks like the service ------------------------------------------------------
@@ -491,7 +646,7 @@ def test_seed_wrapper_uploads_the_ablation(tmp_path, moto_url, s3, fake, monkeyp
             make_image(paths.split_dir(DS, "train") / cls / f"{cls}{i}.png", 10 * c + i)
             rows.append(f"2,{part},{cls}{i}.png,{cls}")
     paths.classes_file(DS).write_text("cat\ndog\n")
-    paths.ablation_table(DS).parent.mkdir(parents=True)
+    paths.ablation_table(DS).parent.mkdir(parents=True, exist_ok=True)
     paths.ablation_table(DS).write_text("size,split,filename,class\n" + "\n".join(rows) + "\n")
 
     assert wrapper.main(["upload", DS, "2"]) == 0
@@ -513,7 +668,6 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     rekognition stop` stops the model so the user stops paying."""
     import csv
     import subprocess
-    import sys
 
     from tests.conftest import make_project
 
@@ -544,7 +698,7 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     (version,) = project.versions.values()
     assert version.state.status == "RUNNING" and version.starts == 1
 
-    with (proj / "data" / DS / "ablations" / "ablations.csv").open(newline="") as f:
+    with (proj / "data" / DS / "ablations.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["size"] == "5"]
     assert {r["split"] for r in rows} == {"train", "val"}
     assert len(rows) == 5 * 10  # 5 images per class (train + val), 10 digits
@@ -560,6 +714,10 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
 
     stored = objects()
     assert set(stored) == expected
+    for part in ("train", "val"):  # Rekognition imported exactly the seed files of `export`
+        seed_file = proj / "data" / DS / "ablations" / f"{DS}_{part}_aws_5.manifest"
+        body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifests/{part}.manifest")["Body"]
+        assert body.read() == seed_file.read_bytes()
     calls = fake.operations()
 
     second = run("dvc", "repro")

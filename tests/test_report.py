@@ -45,13 +45,13 @@ def test_report_collects_metrics_unavailable_sizes_and_plots(digits_copy):
     from mlbench.bench.evaluate import run_evaluation
     from mlbench.bench.load import run_load
     from mlbench.bench.train import run_training
-    from mlbench.data.export import export_testsets
-    from mlbench.params import parse_params
+    from mlbench.data.export import write_test_table
+    from mlbench.project import parse_checked_params
     from mlbench.report.aggregate import build_report
 
-    params = parse_params({"ablations": [5, 20, 320], "local": {"features": "hog"},
+    params = parse_checked_params({"ablations": [5, 20, 320], "local": {"features": "hog"},
                            "load": {"calls": 30, "concurrency": 3}, "test_per_class": 5})
-    export_testsets("digits", 5, 0, {})
+    write_test_table("digits", 5, 0)
     run_training(params, "local", "digits")
     run_evaluation(params, "local", "digits")
     run_load(params, "local", "digits")

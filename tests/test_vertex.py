@@ -1,9 +1,11 @@
 """The Vertex AI adapter against the GCS emulator and the local Vertex fake.
 
 The storage emulator (gcp-storage-emulator) runs in-process on 127.0.0.1; the Vertex fake is
-reached through `vertex.api_endpoint`, and google-auth gets its token from the fake through a
-real service-account key file whose `token_uri` points there. No test needs a credential or
-touches a remote host (the metadata server is pointed at a closed local port).
+reached through `vertex.api_endpoint` by the generated `aiplatform_v1` REST clients (the
+control plane) and the shared HTTP path (predictions). google-auth works from a real
+service-account key file whose `token_uri` points at the fake: the predict path gets its access
+token there, the generated clients sign their own JWT with the key (the fake checks both). No
+test needs a credential or touches a remote host (the metadata server is a closed local port).
 """
 
 from __future__ import annotations
@@ -13,26 +15,34 @@ import hashlib
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
+from typer.testing import CliRunner
 
 from mlbench import paths
-from mlbench.data.labels import invert, vertex_label_map
-from mlbench.errors import UserError
+from mlbench.cli import app
+from mlbench.core import AblationSplit, ImageRef, ModelRef
+from mlbench.data.export import ExportTarget
+from mlbench.errors import MissingExtra, ServiceCallError, ServiceError, UserError
 from mlbench.io import atomic_write_csv, atomic_write_json
-from mlbench.params import parse_params
-from mlbench.services.base import AblationSplit, ImageRef, ModelRef, ServiceContext
-from mlbench.services.http import RetryPolicy, ServiceCallError
-from mlbench.services.vertex import (
+from mlbench.project import parse_checked_params
+from mlbench.retry import RetryPolicy
+from mlbench.services.registry import open_service, service_class
+from mlbench.services.vertex import export as vertex_export
+from mlbench.services.vertex.export import import_file
+from mlbench.services.vertex.labels import invert, vertex_label_map
+from mlbench.services.vertex.service import (
     STATE_FILE,
     VertexService,
     best_prediction,
     check_minimum,
-    import_csv,
 )
-from mlbench.services.vertex.settings import VertexSettings
+from mlbench.services.vertex.settings import Settings
 from tests.fakes.vertex import Fault, VertexFake, VertexState, write_service_account_key
 
 PROJECT = "mlbench-test"
@@ -87,7 +97,7 @@ def fake(gcs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return None if blob is None else blob.download_as_bytes()
 
     with VertexFake(VertexState(project=PROJECT, gcs_reader=read)) as fk:
-        key = write_service_account_key(tmp_path / "sa-key.json", fk.token_uri)
+        key = write_service_account_key(tmp_path / "sa-key.json", fk.token_uri, state=fk.state)
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
         yield fk
 
@@ -116,7 +126,8 @@ def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
 
 
 def make_data(n: int = 5, tests_per_class: int = 5) -> tuple[AblationSplit, list[ImageRef]]:
-    """data/<ds>/{train,test}/<class>/..., classes.txt and the test CSV, as the stages write."""
+    """data/<ds>/{train,test}/<class>/..., classes.txt, the manifest, the ablation table and the
+    test set, as the stages write them."""
     train, val, tests = [], [], []
     seed = 0
     for k, (cls, rgb) in enumerate(COLOURS.items()):
@@ -128,20 +139,20 @@ def make_data(n: int = 5, tests_per_class: int = 5) -> tuple[AblationSplit, list
                 seed += 1
                 name = f"{slug}_{split}_{i}.png"
                 (folder / name).write_bytes(image_bytes(rgb, seed))
-                ref = ImageRef(folder / name, name, cls)
-                if split == "test":
-                    tests.append(ref)
-                else:
-                    (val if i == 0 else train).append(ref)
+                part = split if split == "test" else "val" if i == 0 else "train"
+                ref = ImageRef(folder / name, cls, part, name)
+                {"test": tests, "val": val, "train": train}[part].append(ref)
     paths.classes_file(DS).write_text("".join(f"{c}\n" for c in sorted(COLOURS)))
-    rows = [(r.path, r.filename, r.class_name, "test" if r in tests else "train",
+    rows = [(r.path, r.name, r.class_name, "test" if r in tests else "train",
              hashlib.sha256(r.path.read_bytes()).hexdigest(), 16, 16)
             for r in (*train, *val, *tests)]
     atomic_write_csv(paths.manifest_file(DS),
                      ["path", "filename", "class", "split", "sha256", "width", "height"], rows)
-    paths.tests_dir(DS).mkdir(parents=True, exist_ok=True)
-    paths.test_csv(DS, "local").write_text(
-        "filename,class\n" + "".join(f"{t.filename},{t.class_name}\n" for t in tests))
+    atomic_write_csv(paths.ablation_table(DS), ["size", "split", "filename", "class"],
+                     [(n, r.split, r.name, r.class_name) for r in (*train, *val)])
+    atomic_write_json(paths.availability_file(DS), {"available": [n], "unavailable": {}})
+    atomic_write_csv(paths.test_table(DS), ["filename", "class"],
+                     [(t.name, t.class_name) for t in tests])
     split = AblationSplit(DS, n, tuple(sorted(COLOURS)), tuple(train), tuple(val))
     return split, tests
 
@@ -158,8 +169,7 @@ def raw_params(fake: VertexFake | None, **vertex: object) -> dict:
 
 
 def service(fake: VertexFake | None, n: int = 5, **vertex: object) -> VertexService:
-    params = parse_params(raw_params(fake, **vertex))
-    svc = VertexService(ServiceContext(params, DS, n, paths.model_dir("vertex", DS, n)))
+    svc = open_service(parse_checked_params(raw_params(fake, **vertex)), "vertex", DS, n)
     svc.retry = FAST
     return svc
 
@@ -176,11 +186,11 @@ def train(fake: VertexFake, n: int = 5, **vertex: object) -> ModelRef:
     with service(fake, n, **vertex) as svc:
         svc.upload(split)
         model = svc.train(split)
-    atomic_write_json(paths.model_json("vertex", DS, n), model.to_json())
+    model.save(paths.model_json("vertex", DS, n))
     return model
 
 
-# -- labels --------------------------------------------------------------------------------------
+# -- labels and the import file -----------------------------------------------------------------
 def test_label_mapping_is_legal_injective_and_round_trips() -> None:
     names = [*COLOURS, "AM General Hummer SUV 2000", "american_bulldog", "9 lives", "Ünïcode"]
     mapping = vertex_label_map(names)
@@ -192,10 +202,28 @@ def test_label_mapping_is_legal_injective_and_round_trips() -> None:
     assert mapping["2012 Cab"].startswith("c_")
 
 
-def test_import_csv_rows_use_legal_labels_and_the_seed_folders(tmp_path: Path) -> None:
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30, unique=True))
+def test_label_mapping_is_safe_injective_and_reversible_for_any_names(classes) -> None:
+    mapping = vertex_label_map(classes)
+    assert set(mapping) == set(classes)
+    assert all(LABEL.fullmatch(v) for v in mapping.values())
+    assert invert(mapping) == {v: k for k, v in mapping.items()}
+    assert len(set(mapping.values())) == len(classes)
+    assert vertex_label_map(list(reversed(classes))) == mapping
+
+
+def test_label_mapping_examples() -> None:
+    m = vertex_label_map(["AM General Hummer SUV 2000", "1 bus", "a-b", "a_b", "Abyssinian"])
+    assert m["AM General Hummer SUV 2000"] == "AM_General_Hummer_SUV_2000"
+    assert m["1 bus"] == "c_1_bus"
+    assert {m["a-b"], m["a_b"]} == {"a_b", "a_b_2"}
+    assert m["Abyssinian"] == "Abyssinian"
+
+
+def test_import_file_rows_use_legal_labels_and_the_seed_folders() -> None:
     split, tests = make_data()
-    rows = [line.split(",") for line in import_csv(split, tests, BUCKET,
-                                                    vertex_label_map(split.classes)).splitlines()]
+    rows = [line.split(",") for line in import_file(split, tests, BUCKET,
+                                                     vertex_label_map(split.classes)).splitlines()]
     assert len(rows) == len(split.train) + len(split.val) + len(tests)
     uses = {r[0] for r in rows}
     assert uses == {"training", "validation", "test"}
@@ -207,39 +235,77 @@ def test_import_csv_rows_use_legal_labels_and_the_seed_folders(tmp_path: Path) -
 
 
 # -- upload ----------------------------------------------------------------------------------------
+NOTHING = {"datasets": 0, "imports": 0, "pipelines": 0, "endpoints": 0, "deployments": 0}
+ONE_OF_EACH = {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1, "deployments": 1}
+
+
 def test_upload_sends_exactly_the_ablation_and_test_images_and_a_rerun_sends_nothing(
         fake: VertexFake, gcs) -> None:
     split, tests = make_data()
     with service(fake) as svc:
         svc.upload(split)
     first = objects(gcs)
-    expected = ({f"training_uploads/{r.filename}" for r in split.train}
-                | {f"val_uploads/{r.filename}" for r in split.val}
-                | {f"test_uploads/{r.filename}" for r in tests}
+    expected = ({f"training_uploads/{r.name}" for r in split.train}
+                | {f"val_uploads/{r.name}" for r in split.val}
+                | {f"test_uploads/{r.name}" for r in tests}
                 | {f"imports/{DS}_vertex_5.csv"})
     assert set(first) == expected
     csv_text = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_5.csv").download_as_text()
-    assert csv_text == import_csv(split, tests, BUCKET, vertex_label_map(split.classes))
+    assert csv_text == import_file(split, tests, BUCKET, vertex_label_map(split.classes))
+    # upload = the data: images, import file, the dataset and its import; no training yet
+    uploaded = {**NOTHING, "datasets": 1, "imports": 1}
+    assert fake.state.created == uploaded
+    assert len(next(iter(fake.state.datasets.values())).items) == len(expected) - 1
 
-    with service(fake) as svc:  # a rerun: nothing is written again
+    with service(fake) as svc:  # a rerun: nothing is written or created again
         svc.upload(split)
     assert objects(gcs) == first
+    assert fake.state.created == uploaded
 
     changed = split.train[0]  # one image changes: only it goes up again
     changed.path.write_bytes(image_bytes((1, 2, 3), 999))
     with service(fake) as svc:
         svc.upload(split)
     after = objects(gcs)
-    assert {k for k in after if after[k] != first[k]} == {f"training_uploads/{changed.filename}"}
-    assert fake.state.created["datasets"] == 0  # upload creates nothing in Vertex
+    assert {k for k in after if after[k] != first[k]} == {f"training_uploads/{changed.name}"}
+    assert fake.state.created == uploaded
 
 
-# -- train -----------------------------------------------------------------------------------------
+def test_uploaded_import_file_equals_the_exported_seed_files(fake: VertexFake, gcs) -> None:
+    """The file Vertex imports is the seed's train + val + test files of the ablation."""
+    split, tests = make_data()
+    with service(fake) as svc:
+        svc.upload(split)
+    target = ExportTarget(DS, split.classes, {5: split}, tuple(tests), {"google": BUCKET})
+    assert vertex_export.export(target) == 3
+    exported = "".join(p.read_text() for p in (
+        paths.ablation_csv(DS, "train", 5, "vertex"), paths.ablation_csv(DS, "val", 5, "vertex"),
+        paths.test_csv(DS, "vertex")))
+    uploaded = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_5.csv").download_as_text()
+    assert uploaded == exported and uploaded.count("\n") == len(split.all) + len(tests)
+
+
+def test_a_crash_while_creating_the_dataset_resumes_its_recorded_operation(
+        fake: VertexFake) -> None:
+    split, _ = make_data()
+    fake.state.op_polls = 10_000  # the create-dataset operation never ends...
+    with service(fake, import_timeout=0.05) as svc, pytest.raises(ServiceError, match="still"):
+        svc.upload(split)  # ...so the run stops on its timeout
+    state = json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
+    assert state["dataset_op"] in fake.state.operations  # recorded before the wait
+    assert state["dataset"] == state["dataset_op"].split("/operations/")[0]
+    fake.state.op_polls = 2
+    fake.state.operations[state["dataset_op"]].polls_left = 1
+    with service(fake) as svc:
+        svc.upload(split)
+    assert fake.state.created == {**NOTHING, "datasets": 1, "imports": 1}
+
+
+# -- train ---------------------------------------------------------------------------------------
 def test_train_creates_one_of_each_and_records_training_seconds_from_the_job(
         fake: VertexFake) -> None:
     model = train(fake)
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
-                                  "deployments": 1}
+    assert fake.state.created == ONE_OF_EACH
     assert model.train_seconds == pytest.approx(7203.5)  # the fake's simulated job duration
     assert model.started_at and model.finished_at and model.started_at < model.finished_at
     endpoint = next(iter(fake.state.endpoints.values()))
@@ -254,14 +320,41 @@ def test_train_creates_one_of_each_and_records_training_seconds_from_the_job(
 
     again = train(fake)  # a second train of the same inputs creates nothing
     assert again.ids == model.ids
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
-                                  "deployments": 1}
+    assert fake.state.created == ONE_OF_EACH
+
+
+def test_control_plane_is_the_generated_rest_client_asking_for_integer_enums(
+        fake: VertexFake) -> None:
+    """Every control-plane call is what `aiplatform_v1`'s REST transport sends: /v1/ resources
+    with `$alt=json;enum-encoding=int` (so the pipeline state comes back as a number), and the
+    operations polled at the first binding it knows, `/ui/<operation name>`."""
+    train(fake)
+    api = [r for r in fake.server.log if r.path != "/token" and ":predict" not in r.path]
+    ops = [r for r in api if "/operations/" in r.path]
+    resources = [r for r in api if r not in ops]
+    assert ops and all(r.method == "GET" and r.path.startswith("/ui/projects/") for r in ops)
+    assert resources and all(r.path.startswith("/v1/projects/") for r in resources)
+    assert all(r.query.get("$alt") == ["json;enum-encoding=int"] for r in resources)
+
+
+def test_submit_returns_at_once_with_the_pipeline_recorded(fake: VertexFake) -> None:
+    split, _ = make_data()
+    with service(fake) as svc:
+        svc.upload(split)
+        job = svc.submit(split)
+    pipeline = fake.state.pipelines[job.ids["pipeline"]]
+    assert pipeline.state == "PIPELINE_STATE_PENDING" and pipeline.polls == 0  # not waited on
+    state = json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
+    assert state["pipeline"] == job.ids["pipeline"] and "endpoint" not in state
+    with service(fake) as svc:  # another process follows the job to a model
+        model = svc.wait(job)
+    assert model.ids["pipeline"] == job.ids["pipeline"] and fake.state.created == ONE_OF_EACH
 
 
 def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) -> None:
     split, _ = make_data()
     fake.state.train_polls = 10_000  # training never ends...
-    with service(fake, train_timeout=0.05) as svc, pytest.raises(UserError, match="still"):
+    with service(fake, train_timeout=0.05) as svc, pytest.raises(ServiceError, match="still"):
         svc.upload(split)
         svc.train(split)  # ...so the run "crashes" on its timeout, mid-training
     assert fake.state.created["pipelines"] == 1
@@ -271,8 +364,7 @@ def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) 
         p.polls = 0
     with service(fake) as svc:  # resumes from the state file
         model = svc.train(split)
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
-                                  "deployments": 1}
+    assert fake.state.created == ONE_OF_EACH
 
     # Even with the state file lost, the run's labels find every resource again.
     (paths.model_dir("vertex", DS, 5) / STATE_FILE).unlink()
@@ -280,17 +372,19 @@ def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) 
         svc.upload(split)
         again = svc.train(split)
     assert again.ids["endpoint"] == model.ids["endpoint"]
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
-                                  "deployments": 1}
+    assert fake.state.created == ONE_OF_EACH
 
 
 def test_management_calls_retry_on_429_and_5xx(fake: VertexFake) -> None:
     fake.server.inject(Fault(429, count=2, headers={"Retry-After": "0"},
                              path_pattern="/trainingPipelines$"))
     fake.server.inject(Fault(503, count=2, path_pattern="/operations/"))
+    fake.server.inject(Fault(500, count=1, path_pattern="/endpoints/[0-9]+$"))
     model = train(fake)
     assert model.train_seconds == pytest.approx(7203.5)
     assert fake.state.created["pipelines"] == 1
+    assert all(f.count == 0 for f in fake.server.faults)  # each was answered, then retried
+    assert len([r for r in fake.server.log if r.path.endswith("/trainingPipelines")]) == 2 + 2
 
 
 def test_a_create_that_may_have_happened_is_not_blindly_repeated(fake: VertexFake) -> None:
@@ -308,13 +402,12 @@ def test_a_create_that_may_have_happened_is_not_blindly_repeated(fake: VertexFak
         return create(*args)
 
     fake.state.create_endpoint = fail_once  # type: ignore[method-assign]
-    with service(fake) as svc, pytest.raises(UserError, match="rerun to continue"):
+    with service(fake) as svc, pytest.raises(ServiceCallError, match="rerun to continue") as info:
         svc.upload(split)
         svc.train(split)
-    assert len(calls) == 1
+    assert info.value.status == 500 and len(calls) == 1
     train(fake)
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
-                                  "deployments": 1}
+    assert fake.state.created == ONE_OF_EACH
 
 
 def test_a_new_budget_trains_a_new_model_on_the_same_dataset(fake: VertexFake) -> None:
@@ -328,16 +421,21 @@ def test_a_new_budget_trains_a_new_model_on_the_same_dataset(fake: VertexFake) -
     assert body["trainingTaskInputs"]["budgetMilliNodeHours"] == 9000
 
 
-def test_failed_training_is_a_clear_error_and_a_rerun_starts_anew(fake: VertexFake) -> None:
+@pytest.mark.parametrize("code, message, error", [
+    (8, "Quota exceeded for aiplatform training", UserError),  # the user's to fix
+    (13, "Internal error in the training backend", ServiceError),  # Vertex's
+])
+def test_failed_training_is_a_clear_error_and_a_rerun_starts_anew(
+        fake: VertexFake, code: int, message: str, error: type[Exception]) -> None:
     split, _ = make_data()
     orig = fake.state._finish_training
 
     def fail(p) -> None:
         p.state, p.end_time = "PIPELINE_STATE_FAILED", p.start_time
-        p.error = {"code": 8, "message": "Quota exceeded for aiplatform training"}
+        p.error = {"code": code, "message": message}
 
     fake.state._finish_training = fail  # type: ignore[method-assign]
-    with service(fake) as svc, pytest.raises(UserError, match="Quota exceeded"):
+    with service(fake) as svc, pytest.raises(error, match=message):
         svc.upload(split)
         svc.train(split)
     fake.state._finish_training = orig  # type: ignore[method-assign]
@@ -350,14 +448,16 @@ def test_existing_endpoint_from_params_is_used_as_is(fake: VertexFake) -> None:
     model = train(fake)
     before = dict(fake.state.created)
     endpoint_id = model.ids["endpoint_id"]
-    split, _ = make_data()
     with service(fake, endpoints={DS: {20: endpoint_id}}, n=20) as svc:
-        svc.upload(split)
-        adopted = svc.train(split)
+        assert svc.hand_given() == endpoint_id
+        adopted = svc.adopt(svc.hand_given())
     assert fake.state.created == before
     assert adopted.ids["endpoint"] == model.ids["endpoint"]
     assert adopted.train_seconds == pytest.approx(7203.5)  # from the endpoint's pipeline
     assert adopted.details["source"] == f"vertex.endpoints.{DS}.20"
+    with service(fake, endpoints={DS: {20: "12345"}}, n=20) as svc, \
+            pytest.raises(UserError, match=f"vertex.endpoints.{DS}.20: no endpoint"):
+        svc.adopt("12345")
 
 
 # -- refusals: nothing is created ------------------------------------------------------------------
@@ -385,9 +485,19 @@ def test_missing_project_is_one_line_naming_what_to_set_and_creates_nothing(
     assert not any(gcs.list_buckets()) and fake.server.log == []
 
 
+def test_missing_bucket_is_one_line_naming_what_to_set(fake: VertexFake, gcs) -> None:
+    split, _ = make_data()
+    params = raw_params(fake)
+    del params["buckets"]
+    with open_service(parse_checked_params(params), "vertex", DS, 5) as svc, \
+            pytest.raises(UserError, match=r"buckets\.google"):
+        svc.upload(split)
+    assert not any(gcs.list_buckets()) and fake.server.log == []
+
+
 def test_project_from_the_environment(fake: VertexFake, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
-    settings = VertexSettings.parse({"api_endpoint": fake.url})
+    settings = Settings.parse({"api_endpoint": fake.url})
     assert settings.resolve_project() == PROJECT
 
 
@@ -407,23 +517,40 @@ def test_missing_credentials_is_one_line_naming_what_to_set_and_creates_nothing(
     assert not any(gcs.list_buckets()) and fake.server.log == []
 
 
+def test_refused_permission_is_a_user_error_naming_what_to_check(fake: VertexFake) -> None:
+    split, _ = make_data()
+    fake.server.inject(Fault(403, count=1, path_pattern="/datasets$"))
+    with service(fake) as svc, pytest.raises(UserError, match="Vertex AI User role") as info:
+        svc.upload(split)
+    assert "\n" not in str(info.value) and fake.state.created == NOTHING
+
+
 def test_bad_settings_name_their_key() -> None:
     with pytest.raises(UserError, match=r"vertex\.budget_milli_node_hours"):
-        VertexSettings.parse({"budget_milli_node_hours": 500})
+        Settings.parse({"budget_milli_node_hours": 500})
     with pytest.raises(UserError, match=r"vertex\.confidence_threshold"):
-        VertexSettings.parse({"confidence_threshold": 1.5})
+        Settings.parse({"confidence_threshold": 1.5})
     with pytest.raises(UserError, match=r"vertex\.budgets"):
-        VertexSettings.parse({"budgets": 1})
-    assert VertexSettings.parse({"model_type": "MOBILE_TF_LOW_LATENCY_1",
-                                 "budget_milli_node_hours": 1000}).budget_milli_node_hours == 1000
-    assert VertexSettings.parse({}).base_url == "https://us-central1-aiplatform.googleapis.com"
-    assert VertexSettings.parse({"api_endpoint": "eu.example"}).base_url == "https://eu.example"
+        Settings.parse({"budgets": 1})
+    with pytest.raises(UserError, match=r"vertex\.region"):
+        Settings.parse({"region": "Mars 1"})
+    with pytest.raises(UserError, match=rf"vertex\.endpoints\.{DS}\.5"):
+        Settings.parse({"endpoints": {DS: {5: "my-endpoint"}}})
+    assert Settings.parse({"model_type": "MOBILE_TF_LOW_LATENCY_1",
+                           "budget_milli_node_hours": 1000}).budget_milli_node_hours == 1000
+    assert Settings.parse({}).base_url == "https://us-central1-aiplatform.googleapis.com"
+    assert Settings.parse({"api_endpoint": "eu.example"}).base_url == "https://eu.example"
+    given = Settings.parse({"endpoints": {DS: {"5": "123", 20: "projects/p/locations/l/"
+                                                              "endpoints/9"}}})
+    assert given.hand_given(DS, 5) == "123" and given.hand_given(DS, 20).endswith("/9")
+    assert set(given.model_settings()) == {"project", "region", "api_endpoint", "model_type",
+                                           "budget_milli_node_hours", "disable_early_stopping"}
 
 
 # -- predict ---------------------------------------------------------------------------------------
 def test_predictions_map_back_to_class_names(fake: VertexFake) -> None:
     model = train(fake)
-    tests = [ImageRef(p, p.name, p.parent.name)
+    tests = [ImageRef(p, p.parent.name, "test", p.name)
              for p in sorted(paths.split_dir(DS, "test").rglob("*.png"))]
     with service(fake) as svc:
         svc.connect(model)
@@ -518,49 +645,112 @@ def test_oversized_image_is_an_error_row_not_a_call(fake: VertexFake) -> None:
     assert len(fake.calls("POST", ":predict")) == calls
 
 
-# -- lifecycle commands ----------------------------------------------------------------------------
-def test_undeploy_then_deploy_through_the_cli(fake: VertexFake) -> None:
-    from typer.testing import CliRunner
+# -- vendor commands -------------------------------------------------------------------------------
+def cli(*args: str):  # noqa: ANN201 - typer's Result
+    return CliRunner().invoke(app, ["vertex", *args])
 
-    from mlbench.services.vertex import cli
 
+def state_file() -> dict:
+    return json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
+
+
+def test_status_undeploy_then_deploy_through_the_cli(fake: VertexFake) -> None:
     model = train(fake)
     paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))  # JSON is YAML
-    runner = CliRunner()
-    result = runner.invoke(cli, ["undeploy", DS, "5"])
+    result = cli("status")
+    assert result.exit_code == 0, result.output
+    assert f"{DS} 5: endpoint {model.ids['endpoint']}: 1 model(s) deployed" in result.output
+
+    result = cli("undeploy", DS, "5")
     assert result.exit_code == 0, result.output
     endpoint = fake.state.endpoints[model.ids["endpoint"]]
-    assert endpoint.deployed == {}
+    assert endpoint.deployed == {} and "1 model(s) undeployed" in result.output
+    assert "deployed_model_id" not in state_file()
     with service(fake) as svc, pytest.raises(UserError, match="vertex deploy"):
         svc.connect(model)
+    assert "0 model(s) deployed, nothing billed" in cli("status", DS).output
 
-    result = runner.invoke(cli, ["deploy", DS, "5"])
+    result = cli("deploy", DS, "5")
     assert result.exit_code == 0, result.output
     assert len(endpoint.deployed) == 1 and fake.state.created["endpoints"] == 1
     with service(fake) as svc:
         svc.connect(model)
 
-    result = runner.invoke(cli, ["undeploy", DS, "all", "--delete-endpoint"])
+    result = cli("undeploy", DS, "all")
     assert result.exit_code == 0, result.output
-    assert model.ids["endpoint"] not in fake.state.endpoints
+    del fake.state.endpoints[model.ids["endpoint"]]  # the endpoint deleted in the console
 
-    result = runner.invoke(cli, ["deploy", DS, "5"])  # a fresh endpoint, recorded in model.json
+    saved = paths.model_json("vertex", DS, 5).read_text()
+    result = cli("deploy", DS, "5")  # a fresh endpoint, recorded in the state store
     assert result.exit_code == 0, result.output
     assert fake.state.created["endpoints"] == 2
-    ref = ModelRef.from_json(json.loads(paths.model_json("vertex", DS, 5).read_text()))
-    assert ref.ids["endpoint"] in fake.state.endpoints
+    fresh = state_file()["endpoint"]
+    assert fresh in fake.state.endpoints and fresh != model.ids["endpoint"]
+    assert paths.model_json("vertex", DS, 5).read_text() == saved  # never rewritten
+    image = next(paths.split_dir(DS, "test").rglob("*.png")).read_bytes()
+    with service(fake) as svc:  # connect serves the model from where it now is
+        svc.connect(ModelRef.load(paths.model_json("vertex", DS, 5)))
+        assert svc.predict(image).label in COLOURS
+    assert fake.calls("POST", ":predict")[-1].path.endswith(f"{fresh}:predict")
+    assert f"endpoint {fresh}: 1 model(s) deployed" in cli("status").output
+
+
+def test_commands_find_a_deployment_a_crash_left_without_model_json(fake: VertexFake) -> None:
+    """A run that died after deploying (model.json never written) still shows up in `status`
+    and is stopped by `undeploy`: the state store says what was made."""
+    model = train(fake)
+    paths.model_json("vertex", DS, 5).unlink()
+    paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))
+    result = cli("status")
+    assert result.exit_code == 0 and "1 model(s) deployed" in result.output, result.output
+    assert cli("undeploy").exit_code == 0
+    assert fake.state.endpoints[model.ids["endpoint"]].deployed == {}
 
 
 def test_cli_reports_a_user_error_in_one_line(fake: VertexFake) -> None:
-    from typer.testing import CliRunner
+    paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))
+    result = cli("deploy", DS, "5")
+    assert result.exit_code == 2
+    assert "no vertex model recorded" in result.output
+    assert "Traceback" not in result.output
 
-    from mlbench.services.vertex import cli
+
+def test_a_missing_sdk_names_the_extra_in_one_line(
+        fake: VertexFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    import google.cloud
+
+    for name in [m for m in sys.modules if m.startswith("mlbench.services.vertex.")
+                 and m.rsplit(".", 1)[1] in ("service", "api", "gcs")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(google.cloud, "aiplatform_v1", raising=False)
+    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform_v1", None)
+    with pytest.raises(MissingExtra) as caught:
+        service_class("vertex")
+    message = str(caught.value)
+    assert "pip install 'mlbench[vertex]'" in message and "\n" not in message
 
     paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))
-    result = CliRunner().invoke(cli, ["deploy", DS, "5"])
-    assert result.exit_code == 2
-    assert "no trained model recorded" in result.output
-    assert "Traceback" not in result.output
+    paths.model_dir("vertex", DS, 5).mkdir(parents=True)
+    result = cli("status")
+    assert result.exit_code == 2 and "pip install 'mlbench[vertex]'" in result.output
+
+
+def test_params_commands_and_export_need_no_google_sdk() -> None:
+    """Validating params, mounting `mlbench vertex` and the export hook import no Google SDK."""
+    import subprocess
+
+    code = ("import sys\n"
+            "import mlbench.cli\n"
+            "from mlbench.services.registry import parse_settings\n"
+            "from mlbench.services.vertex import export\n"
+            "parse_settings('vertex', {'budget_milli_node_hours': 9000})\n"
+            "assert export.export\n"
+            "print([m for m in sys.modules if m.startswith(('google.cloud.', 'google.api_core',"
+            " 'google.auth', 'grpc'))])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # -- the fake follows the official client's wire format --------------------------------------------
@@ -678,9 +868,9 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
     assert fake.state.created["endpoints"] == 1 and len(fake.state.endpoints) == 1
 
     data = proj / "data" / DS
-    with (data / "ablations" / "ablations.csv").open(newline="") as f:
+    with (data / "ablations.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["size"]) == n]
-    with (data / "tests" / f"{DS}_test_local.csv").open(newline="") as f:
+    with (data / "test.csv").open(newline="") as f:
         tests = [r["filename"] for r in csv.DictReader(f)]
     assert len(rows) == n * 10 and len(tests) == 5 * 10
     folder = {"train": "training_uploads", "val": "val_uploads"}
@@ -689,6 +879,11 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
                 | {f"imports/{DS}_vertex_{n}.csv"})
     uploaded = objects(gcs)
     assert set(uploaded) == expected
+    # what Vertex imported is the seed's three files of the ablation, as `export` wrote them
+    seed_files = [data / "ablations" / f"{DS}_{s}_vertex_{n}.csv" for s in ("train", "val")]
+    imported = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_{n}.csv").download_as_text()
+    assert imported == "".join(f.read_text() for f in (
+        *seed_files, data / "tests" / f"{DS}_test_vertex.csv"))
 
     second_run = repro()
     assert "Running stage" not in second_run.stdout, second_run.stdout[-3000:]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -37,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from mlbench.data.extract import extract_archive, is_archive
-from mlbench.errors import UserError
+from mlbench.errors import ServiceCallError, ServiceError, UserError, needs_extra
 from mlbench.io import atomic_write_json
+from mlbench.retry import RETRY_STATUSES, RetryLater, RetryPolicy, retry_after_seconds
 
 if TYPE_CHECKING:  # requests, urllib3 and tqdm load on first download: every CLI call imports
     import requests  # the dataset registry, and most calls never download anything
@@ -53,7 +53,8 @@ BACKOFF_CAP = 60.0
 DEFAULT_RETRIES = 5
 TIMEOUT = (30.0, 120.0)  # connect, read (seconds without a byte)
 CHUNK = 1 << 20
-_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+#: Besides the shared RETRY_STATUSES, a download also retries a request timeout and "too early".
+_RETRY_STATUS = RETRY_STATUSES | {408, 425}
 
 
 @dataclass(frozen=True)
@@ -310,45 +311,28 @@ def copy_file_url(url: str, part: Path) -> None:
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry `attempt` (1-based): Retry-After, else exponential + jitter."""
-    if retry_after is not None:
-        return min(retry_after, BACKOFF_CAP)
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
 def download_http(url: str, part: Path, *, retries: int = DEFAULT_RETRIES,
                   session: requests.Session | None = None,
                   sleep: Callable[[float], None] = time.sleep) -> None:
     """Download `url` into `part`, resuming whatever `part` already holds.
 
-    Returns when `part` holds the whole file; raises `UserError` after `retries` failed
-    retries (the partial file stays, so the next run resumes from it) or on a 4xx answer.
+    Each attempt resumes from the bytes already in `part`. Returns when `part` holds the whole
+    file; raises `ServiceError` after `retries` failed retries (the partial file stays, so the
+    next run resumes from it), `UserError` on a 4xx answer.
     """
     import requests
 
+    policy = RetryPolicy(max_attempts=retries + 1, base_delay=BACKOFF_BASE,
+                         max_delay=BACKOFF_CAP, max_server_delay=BACKOFF_CAP)
     own = session is None
     session = session or requests.Session()
-    attempt = 0
     try:
-        while True:
-            try:
-                _download_once(session, url, part)
-                return
-            except _Retryable as exc:
-                attempt += 1
-                if attempt > retries:
-                    have = part.stat().st_size if part.exists() else 0
-                    raise UserError(f"download of {url} failed ({exc}) after {retries} retries; "
-                                    f"run the fetch again to resume from byte {have}, or set "
-                                    f"MLBENCH_MIRROR / sources.<ds>.url") from None
-                sleep(backoff_delay(attempt, exc.retry_after))
+        policy.call(lambda _attempt: _download_once(session, url, part), f"download of {url}",
+                    sleep=sleep)
+    except ServiceCallError as exc:
+        have = part.stat().st_size if part.exists() else 0
+        raise ServiceError(f"{exc}; run the fetch again to resume from byte {have}, or set "
+                           "MLBENCH_MIRROR / sources.<ds>.url") from None
     finally:
         if own:
             session.close()
@@ -382,7 +366,7 @@ def _download_once(session: requests.Session, url: str, part: Path) -> None:
             _receive(resp, url, part, have, meta_file)
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError,
             requests.exceptions.ChunkedEncodingError) as exc:
-        raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        raise RetryLater(f"{type(exc).__name__}: {exc}") from None
 
 
 def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file: Path) -> None:
@@ -394,9 +378,10 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
         if total == have:
             return  # the partial file was already complete
         part.unlink()
-        raise _Retryable("server refused the resume range; restarting")
+        raise RetryLater("server refused the resume range; restarting")
     if status in _RETRY_STATUS:
-        raise _Retryable(f"HTTP {status}", _retry_after(resp.headers.get("Retry-After")))
+        raise RetryLater(f"HTTP {status}", status=status,
+                         after=retry_after_seconds(resp.headers))
     if status >= 400:
         raise UserError(f"download of {url} failed: HTTP {status} {resp.reason}; the file may be "
                         f"gone: set sources.<ds>.url or MLBENCH_MIRROR (docs/datasets.md)")
@@ -404,7 +389,7 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
         start, total = _content_range(resp.headers.get("Content-Range", ""))
         if start != have:
             part.unlink(missing_ok=True)
-            raise _Retryable(f"server resumed at byte {start}, not {have}; restarting")
+            raise RetryLater(f"server resumed at byte {start}, not {have}; restarting")
         mode = "ab"
     else:  # 200: a full body (no resume support, or the file changed under If-Range)
         have, mode = 0, "wb"
@@ -421,7 +406,7 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
             bar.update(len(chunk))
     size = part.stat().st_size
     if total is not None and size != total:
-        raise _Retryable(f"connection closed at byte {size} of {total}")
+        raise RetryLater(f"connection closed at byte {size} of {total}")
     meta_file.unlink(missing_ok=True)
 
 
@@ -431,23 +416,17 @@ def _content_range(value: str) -> tuple[int, int | None]:
         unit, rest = value.split(" ", 1)
         span, total = rest.split("/", 1)
         start = int(span.split("-", 1)[0])
-        assert unit == "bytes"
+        if unit != "bytes":
+            raise ValueError(unit)
         return start, (None if total.strip() == "*" else int(total))
-    except (ValueError, AssertionError):
-        raise _Retryable(f"malformed Content-Range {value!r}") from None
+    except ValueError:
+        raise RetryLater(f"malformed Content-Range {value!r}") from None
 
 
 def _content_range_total(value: str) -> int | None:
     try:
         return int(value.rsplit("/", 1)[1])
     except (IndexError, ValueError):
-        return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
         return None
 
 
@@ -478,7 +457,8 @@ def download_kaggle(slug: str, staging: Path, name: str) -> Path:
     if not kaggle_credentials_present():
         raise _kaggle_missing(slug)
     try:  # `import kaggle` authenticates at import and may call exit(1): keep it contained
-        from kaggle.api.kaggle_api_extended import KaggleApi
+        with needs_extra(f"downloading {slug} from Kaggle", "datasets"):
+            from kaggle.api.kaggle_api_extended import KaggleApi
 
         api = KaggleApi()
         api.authenticate()
@@ -505,13 +485,14 @@ def download_kaggle(slug: str, staging: Path, name: str) -> Path:
 # -- Hugging Face -------------------------------------------------------------------------------
 def download_hf(repo: str, path_in_repo: str, staging: Path, revision: str | None = None) -> Path:
     """Download one file of Hugging Face dataset `repo` (honours HF_ENDPOINT and HF_TOKEN)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+    with needs_extra(f"downloading {repo} from the Hugging Face Hub", "datasets"):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = endpoint or "https://huggingface.co"

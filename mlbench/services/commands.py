@@ -77,6 +77,10 @@ def vendor_cli(service: str, help: str, *, deploy: str | None = None,
     (None: the service has nothing to deploy or stop)."""
     app = typer.Typer(help=help, no_args_is_help=True)
 
+    @app.callback()
+    def group() -> None:
+        """A group even with one command: `mlbench <service> status`, never `mlbench <service>`."""
+
     @app.command("status")
     @one_line_errors
     def status(dataset: DatasetOpt = None, ablation: AblationOpt = None) -> None:

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from mlbench import paths
-from mlbench.errors import MissingExtra, UserError
+from mlbench.errors import UserError, needs_extra
 from mlbench.params import Params
 from mlbench.services.base import Service, ServiceContext, ServiceSettings
 
@@ -68,13 +68,8 @@ def parse_settings(name: str, raw: Mapping[str, Any] | None) -> ServiceSettings:
 
 def service_class(name: str) -> type[Service]:
     """The service's class; a missing optional SDK is one line naming the extra to install."""
-    try:
+    with needs_extra(f"the {name} service", name):
         module = _part(name, "service")
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if not missing or missing == "mlbench":
-            raise
-        raise MissingExtra(f"the {name} service", missing, name) from None
     cls = getattr(module, "SERVICE", None)
     if not (isinstance(cls, type) and issubclass(cls, Service) and cls.name == name):
         raise TypeError(f"{_PACKAGE}.{name}.service must define SERVICE, a Service named {name}")

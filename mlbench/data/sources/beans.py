@@ -23,7 +23,7 @@ from mlbench.core import ImageRef
 from mlbench.data.extract import image_files
 from mlbench.data.fetch import Remote, fetch_files
 from mlbench.data.sources.base import DatasetSource, FetchContext, Split
-from mlbench.errors import UserError
+from mlbench.errors import UserError, needs_extra
 from mlbench.io import atomic_write_json
 
 REPO = "AI-Lab-Makerere/beans"
@@ -83,7 +83,8 @@ def label_names(schema_metadata: dict[bytes, bytes] | None) -> list[str]:
 
 def unpack_parquet(parquet: Path, out: Path) -> None:
     """Write the image bytes of every row to `out/<class>/<file>` (once per parquet version)."""
-    import pyarrow.parquet as pq
+    with needs_extra("reading the beans parquet files", "datasets"):
+        import pyarrow.parquet as pq
 
     st = parquet.stat()
     stamp = {"parquet": parquet.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}

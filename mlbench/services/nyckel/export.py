@@ -1,14 +1,25 @@
-"""Nyckel's seed files: per ablation one CSV of train + val (Nyckel cross-validates by itself,
-so it gets both as samples), and the test set."""
+"""Nyckel's seed files: per ablation one CSV of what becomes the function's samples (train +
+val: Nyckel cross-validates by itself), and the test set.
+
+`samples` is what the service uploads, so the exported file and the upload cannot disagree.
+"""
 
 from __future__ import annotations
 
 from mlbench import paths
+from mlbench.core import AblationSplit, ImageRef
 from mlbench.data.export import GENERIC, ExportTarget, pairs
+
+
+def samples(split: AblationSplit) -> list[tuple[ImageRef, tuple[str, str]]]:
+    """Each image Nyckel gets, with its (externalId, labelName): the rows of the seed's CSV."""
+    refs = split.all
+    return list(zip(refs, pairs(refs), strict=True))
 
 
 def export(target: ExportTarget) -> int:
     ds = target.dataset
     written = sum(target.write_csv(paths.ablation_csv(ds, "train", n, "nyckel"), GENERIC,
-                                   pairs(split.all)) for n, split in target.splits.items())
+                                   [row for _, row in samples(split)])
+                  for n, split in target.splits.items())
     return written + target.write_csv(paths.test_csv(ds, "nyckel"), GENERIC, pairs(target.tests))

@@ -1,98 +1,49 @@
-"""Nyckel: one image-classification function per (dataset, ablation), trained automatically.
+"""Nyckel's lifecycle: one image-classification function per (dataset, ablation).
 
-- upload: finds or creates the function (`nyckel.functions.<ds>.<n>` in params.yaml, else the
-  one recorded in the state folder, else one named `<function_prefix>-<ds>-<n>`), creates the
-  labels, and posts the ablation's train + val images as annotated samples (Nyckel
-  cross-validates internally), concurrently but under Nyckel's 25 requests/s. Each sample
-  carries its file name as `externalId`; a local record plus Nyckel's 409 `existingSampleId`
-  make a rerun send only what is missing and never duplicate a sample.
-- train: Nyckel trains by itself; this polls the training status until the function reports
-  a model trained on every sample. Training seconds = that moment minus the end of the upload.
+- upload: the function (recorded in the state folder, else found by its deterministic name,
+  else created), its labels, and the ablation's train + val images as annotated samples
+  (Nyckel cross-validates internally; the rows of `export.samples`), concurrently but under
+  `nyckel.rps`. Each sample carries its file name as `externalId`; the upload log plus Nyckel's
+  409 `existingSampleId` make a rerun send only what is missing and never duplicate a sample.
+- submit: nothing to start (Nyckel trains by itself on every change): the job is the function
+  and the moment the upload ended.
+- wait: until the official client reports a model trained on every sample. Training seconds =
+  that moment minus the end of the upload.
+- adopt: a function made by hand (`nyckel.endpoints.<ds>.<n>`), checked to be an image
+  classifier.
 - predict: `POST /v1/functions/<id>/invoke?capture=false` with the image as a data URI
   (`capture=false`, or every test image would become a sample of the function).
-
-Credentials come from NYCKEL_CLIENT_ID / NYCKEL_CLIENT_SECRET; NYCKEL_API_URL overrides the API
-base URL. See docs/services/nyckel.md.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
-import typer
-
-from mlbench.cli_util import user_errors
-from mlbench.errors import UserError
-from mlbench.io import CsvAppender, atomic_write_json, read_json
-from mlbench.params import SettingsBlock
-from mlbench.services.base import (
-    AblationSplit,
-    ImageRef,
-    ModelRef,
-    Prediction,
-    ServiceContext,
-    register,
-    utc_now,
-)
-from mlbench.services.http import HttpRequest, HttpService, ServiceCallError
-from mlbench.services.nyckel.api import NYCKEL_MAX_IN_FLIGHT, NYCKEL_MAX_RPS, NyckelApi, data_uri
+from mlbench import paths
+from mlbench.console import err
+from mlbench.core import AblationSplit, ImageRef, ModelRef, Prediction, utc_now
+from mlbench.errors import ServiceCallError, UserError
+from mlbench.services.base import Job, ServiceContext
+from mlbench.services.cloud import StateStore, UploadLog, wait_for
+from mlbench.services.http import HttpRequest, HttpService, best_of
+from mlbench.services.nyckel.api import IMAGE_CLASSIFICATION, NyckelApi, data_uri, kind
 from mlbench.services.nyckel.auth import ClientCredentials, TokenProvider, api_url
+from mlbench.services.nyckel.export import samples
+from mlbench.services.nyckel.settings import NYCKEL_MAX_RPS
 
 STATE_FILE = "nyckel.json"
 SAMPLES_FILE = "nyckel_samples.csv"
-SAMPLES_HEADER = ("function_id", "external_id", "sample_id", "outcome")
+#: Every function `mlbench nyckel create` made, by id (to find and delete them later).
+FUNCTIONS_LOG = paths.RESULTS / "nyckel" / "functions.json"
+
+Sample = tuple[ImageRef, tuple[str, str]]
 
 
-@dataclass(frozen=True)
-class NyckelSettings:
-    """The `nyckel:` block of params.yaml, validated (a bad value names its key)."""
-
-    functions: Mapping[str, Any]
-    function_prefix: str = "mlbench"
-    train_timeout: float = 3600.0
-    poll_interval: float = 5.0
-    upload_concurrency: int = 8
-    rps: float = NYCKEL_MAX_RPS
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> NyckelSettings:
-        block = SettingsBlock("nyckel", raw, cls.__dataclass_fields__)
-        return cls(
-            functions=block.mapping("functions", "dataset -> ablation -> function id"),
-            function_prefix=block.text("function_prefix", cls.function_prefix),
-            train_timeout=block.number("train_timeout", cls.train_timeout, 0, 7 * 24 * 3600,
-                                       lo_open=True),
-            poll_interval=block.number("poll_interval", cls.poll_interval, 0, 600,
-                                       lo_open=True),
-            upload_concurrency=block.number("upload_concurrency", cls.upload_concurrency, 1,
-                                            NYCKEL_MAX_IN_FLIGHT, integer=True),
-            rps=block.number("rps", cls.rps, 0, NYCKEL_MAX_RPS, lo_open=True),
-        )
-
-    def function_for(self, ds: str, n: int) -> str | None:
-        """`nyckel.functions.<ds>.<n>` (YAML keys may be numbers or strings), if set."""
-        per_ds = self.functions.get(ds)
-        if per_ds is None:
-            return None
-        if not isinstance(per_ds, Mapping):
-            raise UserError(f"params.yaml: nyckel.functions.{ds}: must map ablation sizes to "
-                            f"function ids (one function per ablation), got {per_ds!r}")
-        value = per_ds.get(n, per_ds.get(str(n)))
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise UserError(f"params.yaml: nyckel.functions.{ds}.{n}: must be a function id "
-                            f"such as function_abc123, got {value!r}")
-        return value.strip() if value else None
-
-
-@register
 class NyckelService(HttpService):
     """Nyckel's hosted image classification, driven entirely through its API."""
 
@@ -101,234 +52,209 @@ class NyckelService(HttpService):
 
     def __init__(self, ctx: ServiceContext):
         super().__init__(ctx)
-        self.config = NyckelSettings.parse(self.settings)
         self.base_url = api_url()
+        self.state = StateStore(ctx.state_dir / STATE_FILE, {"api_url": self.base_url})
+        self.samples_log = UploadLog(ctx.state_dir / SAMPLES_FILE)
         self._api: NyckelApi | None = None
-        self._function_id: str | None = None
         self._invoke_url = ""
 
-    # -- plumbing --------------------------------------------------------------------------------
     @property
     def api(self) -> NyckelApi:
         """The API client; reading the credentials here means nothing is sent without them."""
         if self._api is None:
-            tokens = TokenProvider(ClientCredentials.from_env(), self.base_url)
-            self._api = NyckelApi(tokens, self.base_url, rps=self.config.rps, retry=self.retry)
+            self._api = _api(self.base_url, self.settings.rps, self.retry)
         return self._api
 
-    @property
-    def _state_path(self) -> Path:
-        return self.ctx.state_dir / STATE_FILE
-
-    def _state(self) -> dict[str, Any]:
-        """What an earlier run recorded here, if it ran against the same API base URL."""
+    @classmethod
+    def create_function(cls, name: str, **note: Any) -> str:
+        """A new function (`mlbench nyckel create`), listed in results/nyckel/functions.json."""
+        base = api_url()
+        api = _api(base, NYCKEL_MAX_RPS, cls.retry)
         try:
-            state = read_json(self._state_path)
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) and state.get("api_url") == self.base_url else {}
+            function_id = api.create_function(name)
+        finally:
+            api.close()
+        entry = {"name": name, "api_url": base, "created_at": utc_now(), **note}
+        StateStore(FUNCTIONS_LOG).update(**{function_id: entry})
+        return function_id
 
-    def _save_state(self, **updates: Any) -> dict[str, Any]:
-        state = self._state()
-        state.update(updates, api_url=self.base_url)
-        atomic_write_json(self._state_path, state)
-        return state
-
-    def _param_key(self) -> str:
-        return f"nyckel.functions.{self.ctx.dataset}.{self.ctx.ablation}"
-
+    # -- the function ----------------------------------------------------------------------------
     def function_name(self, split: AblationSplit) -> str:
-        """`<prefix>-<ds>-<n>-<digest>`: the digest (of the ablation's files and classes) gives
-        a changed ablation (new seed, new data) a new function instead of mixing samples."""
-        rows = sorted(f"{img.filename}\t{img.class_name}" for img in split.all)
+        """`<prefix>-<ds>-<n>-<digest>`: the digest (of the samples' names and labels) gives a
+        changed ablation (new seed, new data) a new function instead of mixing samples."""
+        rows = sorted("\t".join(row) for _, row in samples(split))
         digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:8]
-        return f"{self.config.function_prefix}-{split.dataset}-{split.size}-{digest}"
+        return f"{self.settings.function_prefix}-{split.dataset}-{split.size}-{digest}"
 
-    def use_function(self, function_id: str, name: str | None = None) -> None:
-        """Record `function_id` as this (dataset, ablation)'s function. `name` is the expected
-        name when found or created here; without it the function was chosen by hand (params,
-        `upload <function_id>`) and is kept whatever the ablation's digest."""
-        self._function_id = function_id
-        state = self._state()
-        if state.get("function_id") != function_id:
-            state = {"function_id": function_id}
-        state.update(function_name=name, chosen_by_hand=name is None, api_url=self.base_url)
-        atomic_write_json(self._state_path, state)
+    def checked(self, function_id: str, where: str) -> dict[str, Any]:
+        """The function, if it exists and classifies images; else a UserError naming `where`."""
+        fn = self.api.get_function(function_id)
+        if fn is None:
+            raise UserError(f"{where}: Nyckel has no function {function_id!r} for these "
+                            "credentials")
+        if kind(fn) != IMAGE_CLASSIFICATION:
+            raise UserError(f"{where}: function {function_id} is {'/'.join(map(str, kind(fn)))}, "
+                            "not Image/Classification")
+        return fn
 
-    def ensure_function(self, split: AblationSplit) -> str:
-        """Params, then the state record, then a function of the expected name, else create."""
-        if self._function_id:
-            return self._function_id
-        configured = self.config.function_for(self.ctx.dataset, self.ctx.ablation)
-        if configured:
-            fn = self.api.get_function(configured)
-            if fn is None:
-                raise UserError(f"params.yaml: {self._param_key()}: Nyckel has no function "
-                                f"{configured!r} for these credentials")
-            self._check_kind(fn, self._param_key())
-            self.use_function(configured)
-            return configured
+    def choose(self, function_id: str, where: str) -> None:
+        """Make a function chosen by hand this run's function (`mlbench nyckel create|upload`),
+        kept whatever the ablation's digest."""
+        self.checked(function_id, where)
+        self._record(function_id, None)
+
+    def _record(self, function_id: str, name: str | None) -> None:
+        """Record the run's function; `name` None: chosen by hand. Another function starts the
+        record afresh (its samples, upload and training times are not this one's)."""
+        if self.state.get("function_id") != function_id:
+            self.state.reset(function_id=function_id)
+        self.state.update(function_name=name, chosen_by_hand=True if name is None else None)
+
+    def function(self, split: AblationSplit) -> str:
+        """The recorded function (chosen by hand, or of the expected name), else the one of the
+        expected name in the account, else a new one."""
         name = self.function_name(split)
-        state = self._state()
-        recorded = state.get("function_id")
-        if (recorded and (state.get("chosen_by_hand") or state.get("function_name") == name)
+        recorded = self.state.get("function_id")
+        if (recorded and (self.state.get("chosen_by_hand") or
+                          self.state.get("function_name") == name)
                 and self.api.get_function(recorded) is not None):
-            self._function_id = recorded
             return recorded
         found = self.api.find_function(name)
         if found is None:
-            found = str(self.api.create_function(name)["id"])
-            _note(f"nyckel: created function {name} ({found})")
-        self.use_function(found, name)
+            found = self.api.create_function(name)
+            err.print(f"nyckel: created function {name} ({found})")
+        self._record(found, name)
         return found
 
-    @staticmethod
-    def _check_kind(fn: Mapping[str, Any], where: str) -> None:
-        if fn.get("input") != "Image" or fn.get("output") != "Classification":
-            raise UserError(f"params.yaml: {where}: function {fn.get('id')} is "
-                            f"{fn.get('input')}/{fn.get('output')}, not Image/Classification")
-
-    # -- upload ----------------------------------------------------------------------------------
-    def _recorded(self, function_id: str) -> dict[str, str]:
-        """external id -> sample id of what earlier runs uploaded to this function."""
-        path = self.ctx.state_dir / SAMPLES_FILE
-        if not path.exists():
-            return {}
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("function_id") == function_id
-                    and r.get("sample_id")]
-        return {r["external_id"]: r["sample_id"] for r in rows}
-
-    def _upload_one(self, function_id: str, image: ImageRef) -> tuple[str, str, bool]:
-        try:
-            sample_id, created = self.api.post_sample(
-                function_id, image.path.read_bytes(), image.class_name, image.filename
-            )
-        except ValueError as exc:  # not an image Nyckel takes: report it with the others
-            raise ServiceCallError(f"{image.filename}: {exc}") from exc
-        return image.filename, sample_id, created
-
+    # -- training --------------------------------------------------------------------------------
     def upload(self, split: AblationSplit) -> None:
         """Labels + every train/val image as a sample; resumable, never duplicating."""
-        from tqdm import tqdm
-
         if len(split.classes) < 2:
             raise UserError(f"{split.dataset}: Nyckel needs at least 2 classes")
-        function_id = self.ensure_function(split)
+        function_id = self.function(split)
         self.api.ensure_labels(function_id, split.classes)
-        done = self._recorded(function_id)
-        todo = [img for img in split.all if img.filename not in done]
-        if not todo:
-            self._save_state(samples=len(done))
-            return
+        done = self.samples_log.done(function_id)
+        todo = [s for s in samples(split) if s[1][0] not in done]
+        created = self._send(function_id, todo, len(split.all)) if todo else 0
+        record: dict[str, Any] = {"samples": len(self.samples_log.done(function_id)),
+                                  "labels": len(split.classes)}
+        if created:
+            # else everything was on Nyckel already (or a lost record was rebuilt from 409s):
+            # the upload ended earlier, and timing training from now would report ~0 s
+            record.update(upload_finished_epoch=time.time(), upload_finished_at=utc_now())
+        self.state.update(**record)
+
+    def _upload_one(self, function_id: str, sample: Sample) -> tuple[str, bool]:
+        ref, (external_id, label) = sample
+        try:
+            return self.api.post_sample(function_id, ref.path.read_bytes(), label, external_id)
+        except ValueError as exc:  # not an image Nyckel takes: report it with the others
+            raise ServiceCallError(f"{external_id}: {exc}") from exc
+
+    def _send(self, function_id: str, todo: list[Sample], total: int) -> int:
+        """Post `todo` `upload_concurrency` at a time, logging each outcome as it comes; the
+        number created. Failed samples are reported together at the end."""
+        from tqdm import tqdm
+
         failures: list[str] = []
-        created_here = 0
-        with CsvAppender(self.ctx.state_dir / SAMPLES_FILE, SAMPLES_HEADER) as log, \
-                tqdm(total=len(split.all), initial=len(split.all) - len(todo), unit="img",
-                     desc=f"nyckel upload {split.dataset}/{split.size}") as bar, \
-                ThreadPoolExecutor(self.config.upload_concurrency) as pool:
-            pending: set[Future[tuple[str, str, bool]]] = {
-                pool.submit(self._upload_one, function_id, img) for img in todo
-            }
+        created = 0
+        with self.samples_log.writer() as log, \
+                tqdm(total=total, initial=total - len(todo), unit="img",
+                     desc=f"nyckel upload {self.ctx.dataset}/{self.ctx.ablation}") as bar, \
+                ThreadPoolExecutor(self.settings.upload_concurrency) as pool:
+            futures = {pool.submit(self._upload_one, function_id, s): s[1][0] for s in todo}
             try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        try:
-                            external_id, sample_id, created = fut.result()
-                        except ServiceCallError as exc:
-                            failures.append(str(exc))
-                            continue
-                        log.write([function_id, external_id, sample_id,
-                                   "created" if created else "existing"])
-                        created_here += created
-                        bar.update(1)
+                for fut in as_completed(futures):
+                    try:
+                        sample_id, new = fut.result()
+                    except ServiceCallError as exc:
+                        failures.append(str(exc))
+                        continue
+                    log.write([function_id, futures[fut], sample_id,
+                               "created" if new else "existing"])
+                    created += new
+                    bar.update(1)
             except BaseException:
-                for fut in pending:
+                for fut in futures:
                     fut.cancel()
                 raise
         if failures:
-            raise ServiceCallError(
-                f"nyckel: {len(failures)} of {len(todo)} samples failed (rerun to retry only "
-                f"those); first: {failures[0]}"
-            )
-        if created_here:
-            self._save_state(samples=len(self._recorded(function_id)),
-                             upload_finished_epoch=time.time(), upload_finished_at=utc_now())
-        else:
-            # Everything was already on Nyckel (a lost record, rebuilt from 409s): the upload
-            # ended earlier, and timing training from now would report ~0 s.
-            self._save_state(samples=len(self._recorded(function_id)))
+            raise ServiceCallError(f"nyckel: {len(failures)} of {len(todo)} samples failed "
+                                   f"(rerun to retry only those); first: {failures[0]}")
+        return created
 
-    # -- train -----------------------------------------------------------------------------------
-    def train(self, split: AblationSplit) -> ModelRef:
-        """Wait until Nyckel reports a model trained on every sample; time it from the upload."""
-        from tqdm import tqdm
+    def submit(self, split: AblationSplit) -> Job:
+        """Nyckel trains by itself: nothing to start, only what `wait` times from."""
+        return Job(split.dataset, split.size, {
+            "function_id": self.function(split),
+            "upload_finished_epoch": self.state.get("upload_finished_epoch")})
 
-        function_id = self.ensure_function(split)
-        state = self._state()
-        timeout, interval = self.config.train_timeout, self.config.poll_interval
-        start = time.monotonic()
-        errors = 0
-        with tqdm(total=int(timeout), unit="s", desc=f"nyckel training {function_id}",
-                  bar_format="{desc}: {n}s elapsed (timeout {total}s)") as bar:
-            while True:
-                try:
-                    trained = self.api.is_trained(function_id)
-                    errors = 0
-                except (RuntimeError, ValueError, AssertionError, OSError) as exc:
-                    # The official client raises these on a non-200 (e.g. a token expired
-                    # server-side): renew the token and poll again, but not forever.
-                    errors += 1
-                    self.api.tokens.invalidate()
-                    self.api.forget_status_client(function_id)
-                    if errors >= 5:
-                        raise ServiceCallError(
-                            f"nyckel: training status of {function_id} failed 5 times: {exc}"
-                        ) from exc
-                    trained = False
-                elapsed = time.monotonic() - start
-                bar.n = int(elapsed)
-                bar.refresh()
-                if trained:
-                    break
-                if elapsed >= timeout:
-                    raise UserError(
-                        f"nyckel: function {function_id} not trained after {timeout:g} s; rerun "
-                        "to keep waiting (nothing is uploaded again), or raise "
-                        "nyckel.train_timeout"
-                    )
-                time.sleep(min(interval, max(0.0, timeout - elapsed)))
-        upload_end = state.get("upload_finished_epoch")
-        if upload_end and state.get("trained_epoch", 0) >= upload_end:
-            train_seconds = state.get("train_seconds")  # measured by an earlier run: keep it
+    def wait(self, job: Job) -> ModelRef:
+        """Until Nyckel reports a model trained on every sample; timed from the upload's end."""
+        function_id = job.ids["function_id"]
+
+        def check() -> tuple[bool, str, None]:
+            trained = self.api.is_trained(function_id)
+            return trained, "trained" if trained else "training", None
+
+        wait_for(check, what=f"nyckel training {function_id}", every=self.settings.poll_interval,
+                 timeout=self.settings.train_timeout,
+                 hint="Nyckel goes on training: rerun to keep waiting (nothing is uploaded "
+                      "again), or raise nyckel.train_timeout")
+        upload_end = job.ids.get("upload_finished_epoch")
+        if upload_end and self.state.get("trained_epoch", 0) >= upload_end:
+            train_seconds = self.state.get("train_seconds")  # measured by an earlier run: keep it
         else:
-            trained_epoch = time.time()
-            train_seconds = max(0.0, trained_epoch - upload_end) if upload_end else None
-            state = self._save_state(trained_epoch=trained_epoch, trained_at=utc_now(),
-                                     train_seconds=train_seconds)
+            trained = time.time()
+            train_seconds = max(0.0, trained - upload_end) if upload_end else None
+            self.state.update(trained_epoch=trained, trained_at=utc_now(),
+                              train_seconds=train_seconds)
         return ModelRef(
-            service=self.name,
-            dataset=split.dataset,
-            ablation=split.size,
-            ids={"function_id": function_id},
-            train_seconds=train_seconds,
-            started_at=state.get("upload_finished_at"),
-            finished_at=state.get("trained_at"),
-            details={
-                "function_name": state.get("function_name"),
-                "samples": state.get("samples"),
-                "labels": len(split.classes),
-                "poll_interval_s": interval,
-                "api_url": self.base_url,
-                "train_seconds_note": None if train_seconds is not None else
-                "upload finished in an earlier, unrecorded run: training time unknown",
-            },
+            service=self.name, dataset=job.dataset, ablation=job.ablation,
+            ids={"function_id": function_id}, train_seconds=train_seconds,
+            started_at=self.state.get("upload_finished_at"),
+            finished_at=self.state.get("trained_at"),
+            details={"function_name": self.state.get("function_name"),
+                     "samples": self.state.get("samples"), "labels": self.state.get("labels"),
+                     "poll_interval_s": self.settings.poll_interval, "api_url": self.base_url,
+                     "train_seconds_note": None if train_seconds is not None else
+                     "upload finished in an earlier, unrecorded run: training time unknown"},
         )
 
-    # -- predict ---------------------------------------------------------------------------------
+    def adopt(self, given: str) -> ModelRef:
+        """The function named in `nyckel.endpoints.<ds>.<n>`; its training time when this run
+        folder measured it (`mlbench nyckel upload --function-id ... --wait`)."""
+        fn = self.checked(given, f"params.yaml: {self.where()}")
+        mine = self.state.get("function_id") == given
+        return ModelRef(
+            service=self.name, dataset=self.ctx.dataset, ablation=self.ctx.ablation,
+            ids={"function_id": given},
+            train_seconds=self.state.get("train_seconds") if mine else None,
+            started_at=self.state.get("upload_finished_at") if mine else None,
+            finished_at=self.state.get("trained_at") if mine else None,
+            details={"function_name": fn.get("name"), "source": self.where(),
+                     "api_url": self.base_url})
+
+    def recorded(self) -> ModelRef | None:
+        """model.json, else the function given or recorded here (uploaded, not yet trained)."""
+        model = super().recorded()
+        function_id = self.hand_given() or self.state.get("function_id")
+        if model is None and function_id:
+            model = ModelRef(self.name, self.ctx.dataset, self.ctx.ablation,
+                             ids={"function_id": function_id})
+        return model
+
+    def describe(self, model: ModelRef) -> str:
+        function_id = model.ids.get("function_id", "")
+        if self.api.get_function(function_id) is None:
+            return f"function {function_id}: gone (deleted at Nyckel?)"
+        trained = self.api.is_trained(function_id)
+        return (f"function {function_id}: {len(self.samples_log.done(function_id))} samples "
+                f"recorded, {'trained' if trained else 'not trained yet'}")
+
+    # -- serving ---------------------------------------------------------------------------------
     def connect(self, model: ModelRef) -> None:
-        """Check the function exists and fetch a token now, so no call pays for it."""
+        """Check the function exists and fetch a token now, so no timed call pays for it."""
         function_id = model.ids.get("function_id")
         if not function_id:
             raise UserError(f"{model.dataset}/{model.ablation}: model.json has no function_id; "
@@ -336,7 +262,6 @@ class NyckelService(HttpService):
         if self.api.get_function(function_id) is None:
             raise UserError(f"nyckel: function {function_id} (from model.json) no longer "
                             "exists; rerun `mlbench train nyckel`")
-        self._function_id = function_id
         self._invoke_url = f"{self.base_url}/v1/functions/{function_id}/invoke"
 
     def build_request(self, image: bytes) -> HttpRequest:
@@ -346,30 +271,22 @@ class NyckelService(HttpService):
             body = json.dumps({"data": data_uri(image)}).encode()
         except ValueError as exc:  # recorded as an error row, like any failed call
             raise ServiceCallError(f"nyckel: {exc}") from exc
-        return HttpRequest(
-            "POST",
-            self._invoke_url,
-            headers={"Authorization": f"Bearer {self.api.tokens.token()}",
-                     "Content-Type": "application/json"},
-            body=body,
-            params={"capture": "false"},
-        )
+        return HttpRequest("POST", self._invoke_url, body=body, params={"capture": "false"},
+                           headers={"Authorization": f"Bearer {self.api.tokens.token()}",
+                                    "Content-Type": "application/json"})
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
+        """`labelName` + `confidence`, and `labelConfidences` when Nyckel sends them."""
         try:
             answer = json.loads(body)
-            confidence = float(answer.get("confidence") or 0.0)
-        except (ValueError, AttributeError, TypeError) as exc:
+            named = [(answer["labelName"], answer.get("confidence") or 0.0)] \
+                if answer.get("labelName") is not None else []
+            ranked = [(lc["labelName"], lc.get("confidence") or 0.0)
+                      for lc in answer.get("labelConfidences") or []]
+            return best_of([(str(label), float(c)) for label, c in named + ranked])
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
             raise ServiceCallError(f"nyckel: malformed invoke answer: {body[:200]!r}",
                                    status) from exc
-        scores = {
-            str(lc["labelName"]): _unit(lc.get("confidence"))
-            for lc in answer.get("labelConfidences") or []
-            if isinstance(lc, dict) and lc.get("labelName") is not None
-        }
-        label = answer.get("labelName")
-        return Prediction(str(label) if label is not None else None, _unit(confidence),
-                          scores or None)
 
     def on_unauthorized(self) -> bool:
         self.api.tokens.invalidate()
@@ -381,110 +298,9 @@ class NyckelService(HttpService):
             self._api.close()
 
 
-def _unit(value: Any) -> float:
-    """A confidence clamped to [0, 1] (floating-point answers may stray by an ulp)."""
-    try:
-        return min(1.0, max(0.0, float(value)))
-    except (TypeError, ValueError):
-        return 0.0
+def _api(base_url: str, rps: float, retry: Any) -> NyckelApi:
+    tokens = TokenProvider(ClientCredentials.from_env(), base_url, retry=retry)
+    return NyckelApi(tokens, base_url, rps=rps, retry=retry)
 
 
-def _note(message: str) -> None:
-    from mlbench.console import err
-
-    err.print(message)
-
-
-# -- vendor commands: `mlbench nyckel ...` ---------------------------------------------------------
-cli = typer.Typer(help="Nyckel: create functions, upload an ablation, check training status.",
-                  no_args_is_help=True)
-
-DatasetArg = Annotated[str, typer.Argument(help="Dataset name (see params.yaml datasets).")]
-AblationArg = Annotated[int, typer.Argument(help="Ablation size, in images per class.")]
-
-
-def _service(dataset: str, ablation: int) -> NyckelService:
-    from mlbench import paths
-    from mlbench.params import load_params
-
-    ctx = ServiceContext(load_params(), dataset, ablation, paths.model_dir("nyckel", dataset,
-                                                                           ablation))
-    return NyckelService(ctx)
-
-
-@cli.command()
-@user_errors
-def create(
-    function_name: Annotated[str, typer.Argument(help="Name of the new function.")],
-    dataset: Annotated[str | None, typer.Option(help="Record it as this dataset's function.")]
-    = None,
-    ablation: Annotated[int | None, typer.Option(help="... for this ablation size.")] = None,
-) -> None:
-    """Create an image-classification function; print its id and record it."""
-    from mlbench import paths
-
-    if (dataset is None) != (ablation is None):
-        raise UserError("give both --dataset and --ablation, or neither")
-    base = api_url()
-    api = NyckelApi(TokenProvider(ClientCredentials.from_env(), base), base)
-    try:
-        function_id = str(api.create_function(function_name)["id"])
-    finally:
-        api.close()
-    log = paths.RESULTS / "nyckel" / "functions.json"
-    try:
-        known = read_json(log) if log.exists() else []
-    except ValueError:
-        known = []
-    known.append({"name": function_name, "id": function_id, "api_url": base,
-                  "created_at": utc_now(), "dataset": dataset, "ablation": ablation})
-    atomic_write_json(log, known)
-    if dataset is not None and ablation is not None:
-        _service(dataset, ablation).use_function(function_id)
-    typer.echo(function_id)
-
-
-@cli.command()
-@user_errors
-def upload(
-    dataset: DatasetArg,
-    ablation: AblationArg,
-    function_id: Annotated[str | None, typer.Option(help="Use this function (else found or "
-                                                          "created per dataset + ablation).")]
-    = None,
-    wait_trained: Annotated[bool, typer.Option("--wait/--no-wait",
-                                               help="Wait for training, write model.json.")]
-    = True,
-) -> None:
-    """Upload an ablation's images as samples (resumable); then wait for training."""
-    from mlbench import paths
-    from mlbench.data.ablate import load_split
-
-    split = load_split(dataset, ablation)
-    with _service(dataset, ablation) as svc:
-        if function_id:
-            svc.use_function(function_id)
-        svc.upload(split)
-        if wait_trained:
-            model = svc.train(split)
-            atomic_write_json(paths.model_json("nyckel", dataset, ablation), model.to_json())
-            secs = "unknown" if model.train_seconds is None else f"{model.train_seconds:.0f}"
-            typer.echo(f"{model.ids['function_id']} trained; training seconds: {secs}")
-
-
-@cli.command()
-@user_errors
-def status(dataset: DatasetArg, ablation: AblationArg) -> None:
-    """Show the function, the samples uploaded so far and whether it is trained."""
-    from mlbench.data.ablate import load_split
-
-    with _service(dataset, ablation) as svc:
-        function_id = svc.config.function_for(dataset, ablation) or svc._state().get("function_id")
-        if not function_id:
-            typer.echo(f"no function yet for {dataset}/{ablation} "
-                       f"(would be named {svc.function_name(load_split(dataset, ablation))})")
-            return
-        recorded = len(svc._recorded(function_id))
-        trained = svc.api.is_trained(function_id)
-        typer.echo(f"function {function_id}: {recorded} samples recorded, "
-                   f"{'trained' if trained else 'not trained yet'}")
+SERVICE = NyckelService

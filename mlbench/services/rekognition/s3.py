@@ -1,235 +1,147 @@
-"""S3 side of the Rekognition adapter: upload an ablation and write its Ground Truth manifests.
+"""S3 side of the Rekognition service: put an ablation's files, sending only what changed.
 
-Layout in the bucket (one prefix per dataset and ablation, so ablations never mix and a user can
-still point the console's "label from folder names" at a `train/` folder, as the seed did):
-
-    <s3_prefix>/<dataset>/<n>/train/<class folder>/<filename>
-    <s3_prefix>/<dataset>/<n>/val/<class folder>/<filename>
-    <s3_prefix>/<dataset>/<n>/manifests/train.manifest   (Ground Truth, TRAIN dataset)
-    <s3_prefix>/<dataset>/<n>/manifests/val.manifest     (Ground Truth, TEST dataset)
-
-Labels come from the manifests, never from folder names (the API has no folder labelling), so the
-class folder is only a readable, key-safe form of the class name. Uploads are concurrent, skip a
-key already present with the same size and MD5 ETag (what a single-part PUT returns), and are
-resumable: a rerun lists the prefix once and sends only what is missing or changed.
+The keys and the manifests come from `export` (the one owner of the layout). A rerun lists the
+ablation's prefix once and skips every object already there with the same size and MD5 ETag
+(what a single-part PUT returns), so it sends nothing, and a changed image is sent again.
+Uploads run `rekognition.upload_workers` at a time with a progress bar; each PUT carries its
+Content-MD5, so S3 refuses a body corrupted on the way.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import re
-import threading
-import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from mlbench.errors import UserError
-from mlbench.services.base import AblationSplit
+from mlbench.core import AblationSplit
+from mlbench.errors import ServiceError, UserError
+from mlbench.services.rekognition import export
+from mlbench.services.rekognition.api import Api, AwsCallError
 
-#: Ground Truth label attribute of our manifests (any name not ending in -ref/-metadata works).
-LABEL_ATTRIBUTE = "mlbench-class"
-SPLITS = ("train", "val")
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-
-
-@dataclass(frozen=True)
-class UploadItem:
-    """One image of the ablation and the S3 key it goes to."""
-
-    key: str
-    path: Path
-    class_name: str
-    split: str  # "train" | "val"
+#: key -> (size, ETag without quotes) of the objects already in the bucket.
+Listing = dict[str, tuple[int, str]]
 
 
 @dataclass
 class UploadReport:
-    """What one `upload_items` call did: sent, skipped (already there), and total."""
+    """What one upload did: objects sent, and objects skipped because already there."""
 
     uploaded: int = 0
     skipped: int = 0
-    bytes_sent: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.uploaded + self.skipped
 
 
-def ablation_prefix(base: str, dataset: str, size: int) -> str:
-    """`<base>/<dataset>/<size>` (no trailing slash; `base` may be empty)."""
-    parts = [p for p in (base.strip("/"), dataset, str(size)) if p]
-    return "/".join(parts)
-
-
-def class_folder(name: str) -> str:
-    """A key-safe folder for a class name (`Ram C/V Cargo Van` -> `Ram_C_V_Cargo_Van`).
-
-    Not necessarily injective: labels come from the manifest, and file names are unique across
-    the dataset, so two classes folding to the same folder cannot collide on a key.
-    """
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._") or "class"
-
-
-def manifest_key(prefix: str, split: str) -> str:
-    return f"{prefix}/manifests/{split}.manifest"
-
-
-def plan(split: AblationSplit, prefix: str) -> list[UploadItem]:
-    """Every image of the ablation with its key, train first, in a stable order."""
-    items = []
-    for name, refs in (("train", split.train), ("val", split.val)):
-        for ref in refs:
-            key = f"{prefix}/{name}/{class_folder(ref.class_name)}/{ref.filename}"
-            items.append(UploadItem(key, Path(ref.path), ref.class_name, name))
-    keys = [i.key for i in items]
+def put_ablation(api: Api, bucket: str, split: AblationSplit, workers: int) -> UploadReport:
+    """The ablation's images, then its two manifests, at the keys `export` names."""
+    check_bucket(api, bucket)
+    ds, n = split.dataset, split.size
+    parts = {"train": split.train, "val": split.val}
+    files = [(export.object_key(ds, n, part, ref), ref.path)
+             for part, refs in parts.items() for ref in refs]
+    keys = [key for key, _ in files]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
-        raise UserError(f"{split.dataset}: two images map to the S3 key {dup!r}; "
-                        "file names must be unique across the dataset (rerun `mlbench prepare`)")
-    return items
+        raise UserError(f"{ds}: two images map to the S3 key {dup!r}; file names must be "
+                        "unique across the dataset (rerun `mlbench prepare`)")
+    existing = list_existing(api, bucket, export.prefix(ds, n))
+    report = upload_files(api, bucket, files, existing, workers)
+    for part, refs in parts.items():  # after the images: a manifest names only what is there
+        data = export.manifest(ds, n, part, refs, bucket, split.classes)
+        put_if_changed(api, bucket, export.manifest_key(ds, n, part), data, existing,
+                       "application/x-ndjson")
+    return report
 
 
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+def check_bucket(api: Api, bucket: str) -> None:
+    """Fail early, with what to do, when the bucket is missing, foreign or in another region."""
+    try:
+        answer = api.s3("head_bucket", Bucket=bucket)
+    except AwsCallError as exc:
+        if exc.code in ("404", "NoSuchBucket", "NotFound"):
+            raise UserError(f"S3 bucket {bucket!r} does not exist; create it in {api.region} "
+                            "or set buckets.aws in params.yaml to yours") from None
+        if exc.code in ("403", "AccessDenied", "Forbidden"):
+            raise UserError(f"access to S3 bucket {bucket!r} denied; check the AWS credentials "
+                            "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy") from None
+        raise
+    where = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    if where and where != api.region:
+        raise UserError(f"S3 bucket {bucket!r} is in {where} but Rekognition runs in "
+                        f"{api.region}; set AWS_DEFAULT_REGION={where} or use a bucket in "
+                        f"{api.region}")
 
 
-def list_existing(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-    """key -> (size, ETag without quotes) for every object under `prefix/` (one LIST per 1000)."""
-    found: dict[str, tuple[int, str]] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+def list_existing(api: Api, bucket: str, prefix: str) -> Listing:
+    """Every object under `prefix/` (one LIST call per 1,000 objects)."""
+    found: Listing = {}
+    token: dict[str, str] = {}
+    while True:
+        page = api.s3("list_objects_v2", Bucket=bucket, Prefix=prefix + "/", **token)
         for obj in page.get("Contents", []):
             found[obj["Key"]] = (int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
-    return found
+        if not page.get("IsTruncated"):
+            return found
+        token = {"ContinuationToken": page["NextContinuationToken"]}
 
 
-def is_current(existing: tuple[int, str] | None, size: int, md5: str) -> bool:
+def is_current(existing: tuple[int, str] | None, data: bytes) -> bool:
     """Whether an object already holds these bytes.
 
     A single-part upload's ETag is the MD5 of the content; a multipart ETag (`<md5>-<parts>`,
     e.g. from the console or the CLI for big files) is not, so for those the size must do.
     """
-    if existing is None or existing[0] != size:
+    if existing is None or existing[0] != len(data):
         return False
     etag = existing[1]
-    return etag == md5 or "-" in etag
+    return etag == hashlib.md5(data, usedforsecurity=False).hexdigest() or "-" in etag
 
 
-def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> None:
-    """PUT with Content-MD5, so S3 rejects a body corrupted on the way."""
+def put_if_changed(api: Api, bucket: str, key: str, data: bytes, existing: Listing,
+                   content_type: str) -> bool:
+    """PUT `data` at `key` unless it is already there; whether it was sent."""
+    if is_current(existing.get(key), data):
+        return False
     digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentMD5=digest, ContentType=content_type)
+    api.s3("put_object", Bucket=bucket, Key=key, Body=data, ContentMD5=digest,
+           ContentType=content_type)
+    return True
 
 
-def upload_items(
-    s3: Any,
-    bucket: str,
-    items: Sequence[UploadItem],
-    existing: dict[str, tuple[int, str]],
-    workers: int = 16,
-    desc: str = "upload",
-) -> UploadReport:
-    """Send the items not already in `existing`, `workers` at a time, with a progress bar.
+def upload_files(api: Api, bucket: str, files: Sequence[tuple[str, Path]], existing: Listing,
+                 workers: int) -> UploadReport:
+    """Send the (key, file) pairs not already in `existing`, `workers` at a time.
 
-    Every item is attempted even if some fail; failures are reported together at the end as one
-    `UserError` (a rerun resumes with just those).
+    Every file is attempted even if some fail; the failures are reported together at the end
+    (a rerun sends just those).
     """
-    report = UploadReport()
-    lock = threading.Lock()
-    errors: list[str] = []
+    report, failed = UploadReport(), []
 
-    def one(item: UploadItem) -> bool:
-        data = item.path.read_bytes()
-        if is_current(existing.get(item.key), len(data), md5_hex(data)):
-            return False
-        ctype = _CONTENT_TYPES.get(item.path.suffix.lower(), "application/octet-stream")
-        put_bytes(s3, bucket, item.key, data, ctype)
-        with lock:
-            report.bytes_sent += len(data)
-        return True
+    def one(key: str, path: Path) -> bool:
+        ctype = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return put_if_changed(api, bucket, key, path.read_bytes(), existing, ctype)
 
-    with tqdm(total=len(items), desc=desc, unit="img", mininterval=0.5) as bar, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(one, item): item for item in items}
-        for fut in as_completed(futures):
+    with tqdm(total=len(files), desc=f"s3://{bucket}", unit="img", mininterval=0.5) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(one, key, path): key for key, path in files}
+        for future in as_completed(futures):
             try:
-                sent = fut.result()
-            except Exception as exc:  # noqa: BLE001 - collected and reported below
-                errors.append(f"{futures[fut].key}: {type(exc).__name__}: {exc}")
-                sent = None
-            if sent is True:
-                report.uploaded += 1
-            elif sent is False:
-                report.skipped += 1
+                sent = future.result()
+            except (ServiceError, UserError) as exc:
+                failed.append((futures[future], exc))
+            else:
+                report.uploaded += sent
+                report.skipped += not sent
             bar.update(1)
-            bar.set_postfix(sent=report.uploaded, skipped=report.skipped, refresh=False)
-    if errors:
-        raise UserError(f"{len(errors)} of {len(items)} uploads to s3://{bucket} failed "
-                        f"(first: {errors[0]}); rerun to upload the rest")
+    if failed:
+        refused = next((exc for _, exc in failed if isinstance(exc, UserError)), None)
+        if refused is not None:
+            raise refused
+        key, exc = failed[0]
+        raise ServiceError(f"{len(failed)} of {len(files)} uploads to s3://{bucket} failed "
+                           f"(first: {key}: {exc}); rerun to upload the rest")
     return report
-
-
-def manifest_line(item: UploadItem, bucket: str, classes: Sequence[str], created: str) -> str:
-    """One Ground Truth image-classification JSON line (the format Rekognition imports)."""
-    return json.dumps({
-        "source-ref": f"s3://{bucket}/{item.key}",
-        LABEL_ATTRIBUTE: classes.index(item.class_name),
-        f"{LABEL_ATTRIBUTE}-metadata": {
-            "confidence": 1,
-            "job-name": f"labeling-job/{LABEL_ATTRIBUTE}",
-            "class-name": item.class_name,
-            "human-annotated": "yes",
-            "creation-date": created,
-            "type": "groundtruth/image-classification",
-        },
-    }, ensure_ascii=False)
-
-
-def build_manifests(
-    items: Sequence[UploadItem], bucket: str, classes: Sequence[str], created: str
-) -> dict[str, bytes]:
-    """split -> manifest bytes (JSON lines, one per image, newline-terminated)."""
-    missing = sorted({i.class_name for i in items} - set(classes))
-    if missing:
-        raise UserError(f"class {missing[0]!r} is not in classes.txt; rerun `mlbench prepare`")
-    return {
-        split: "".join(manifest_line(i, bucket, classes, created) + "\n"
-                       for i in items if i.split == split).encode("utf-8")
-        for split in SPLITS
-    }
-
-
-def put_manifests(
-    s3: Any,
-    bucket: str,
-    prefix: str,
-    manifests: dict[str, bytes],
-    existing: dict[str, tuple[int, str]],
-) -> dict[str, str]:
-    """Write the manifests that changed; return split -> S3 key."""
-    keys = {}
-    for split, data in manifests.items():
-        key = manifest_key(prefix, split)
-        if not is_current(existing.get(key), len(data), md5_hex(data)):
-            put_bytes(s3, bucket, key, data, "application/x-ndjson")
-        keys[split] = key
-    return keys
-
-
-def content_digest(items: Sequence[UploadItem]) -> str:
-    """Short hash of what the ablation holds (split, class, file) — names the Rekognition project.
-
-    Changes when the ablation changes (another seed, new data), so a different training set never
-    reuses a project whose datasets were built from the old one.
-    """
-    h = hashlib.sha256()
-    for item in sorted(items, key=lambda i: i.key):
-        h.update(f"{item.split}\0{item.class_name}\0{item.key}\n".encode())
-    return h.hexdigest()[:8]

@@ -1,267 +1,378 @@
-"""AWS Rekognition Custom Labels: the seed's console steps, driven by the API.
+"""AWS Rekognition Custom Labels behind the service contract: the seed's console steps, by API.
 
-upload   the ablation to S3 (`rekognition.s3`) and the Ground Truth manifests next to it;
-train    project + TRAIN/TEST datasets from those manifests + a project version, waited for;
-connect  start the model (MinInferenceUnits from params) and wait until RUNNING;
-predict  DetectCustomLabels with MinConfidence 0 (otherwise labels under their trained
-         threshold are hidden), top label, confidence 0-100 scaled to 0-1.
+upload   the ablation's images and Ground Truth manifests to S3 (layout and format: `export`),
+         then a project with TRAIN/TEST datasets imported from them, waited to CREATE_COMPLETE;
+submit   a project version (= a training) on those datasets, returned at once;
+wait     until trained; training seconds from the version's own timestamps;
+connect  start the model (MinInferenceUnits) and wait until RUNNING: billed from then on;
+predict  DetectCustomLabels with MinConfidence 0 (else labels under their trained threshold are
+         hidden): the top label, its confidence 0-100 scaled to 0-1.
 
-A running model is billed per inference-unit hour until stopped: `mlbench rekognition stop`.
-A model trained elsewhere can be benchmarked by giving its ARN in params.yaml
-(`rekognition.models.<dataset>.<ablation>`): nothing is uploaded or trained then.
-
-What a run created is recorded in `<state_dir>/rekognition.json`; the names it creates are
-deterministic as well (see `rekognition.lifecycle`), so a rerun continues and never duplicates.
+Every resource is "find, else create", by names chosen deterministically, so a rerun after a
+crash (even one that lost `<state_dir>/rekognition.json`) finds what the first run created
+instead of paying for it twice:
+- project `<project_prefix>-<dataset>-<n>-<digest>`, one per ablation content (a project holds
+  one TRAIN and one TEST dataset), found with its datasets by name;
+- versions `v1`, `v2`, ...: the newest that did not fail is reused (still training: wait for
+  it); only when every version failed is a new one trained, so a rerun after TRAINING_FAILED
+  retries once per rerun, never silently in a loop.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
-import time
-from pathlib import Path
+import itertools
+import re
+from collections.abc import Callable
 from typing import Any
 
-import typer
-
-from mlbench import paths
-from mlbench.cli_util import user_errors
 from mlbench.console import err
-from mlbench.errors import UserError
-from mlbench.io import atomic_write_bytes, atomic_write_json, read_json
-from mlbench.services.base import (
-    AblationSplit,
-    ModelRef,
-    Prediction,
-    Service,
-    ServiceContext,
-    register,
-)
-from mlbench.services.http import RetryPolicy, ServiceCallError
-from mlbench.services.rekognition import lifecycle as life
+from mlbench.core import AblationSplit, ModelRef, Prediction
+from mlbench.errors import ServiceCallError, ServiceError, UserError
+from mlbench.services.base import Job, Service, ServiceContext
+from mlbench.services.cloud import StateStore, wait_for
+from mlbench.services.http import best_of
+from mlbench.services.rekognition import export
 from mlbench.services.rekognition import s3 as s3up
-from mlbench.services.rekognition.aws import (
-    Aws,
-    RekognitionSettings,
-    error_code,
-    error_message,
-    http_status,
-    is_retryable,
-    resolve_bucket,
-    settings_from,
-)
+from mlbench.services.rekognition.api import Api, AwsCallError, project_name, version_parts
 
 STATE_FILE = "rekognition.json"
 #: DetectCustomLabels takes at most 4 MB of image bytes (Custom Labels quota).
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
+#: Version states from which the model can be (or already is) started.
+TRAINED = frozenset({"TRAINING_COMPLETED", "STARTING", "RUNNING", "STOPPING", "STOPPED",
+                     "FAILED"})
+#: Version states that will never give a model.
+DEAD = frozenset({"TRAINING_FAILED", "DELETING", "COPYING_FAILED", "DEPRECATED", "EXPIRED"})
+#: Codes answered when a name is already taken (created meanwhile by a concurrent rerun).
+TAKEN = frozenset({"ResourceInUseException", "ResourceAlreadyExistsException"})
+#: Which manifest each dataset of a project is imported from.
+DATASETS = {"TRAIN": "train", "TEST": "val"}
 
 
-@register
 class RekognitionService(Service):
-    """AWS Rekognition Custom Labels behind the `Service` contract (boto3, not plain HTTP)."""
-
     name = "rekognition"
-    # Default DetectCustomLabels quota is per account and region; it is raised on request.
+    # The DetectCustomLabels quota is per account and region, raised on request: none here.
     max_rps = None
 
     def __init__(self, ctx: ServiceContext):
         super().__init__(ctx)
-        self.cfg: RekognitionSettings = settings_from(ctx.params)
-        self._aws: Aws | None = None
-        self._uploaded: tuple[str, int] | None = None
-        self._model_arn: str | None = None
-        self._retry = RetryPolicy(max_attempts=self.cfg.max_attempts,
-                                  base_delay=self.cfg.backoff_seconds)
-        #: What the last `upload` did (sent / skipped), for logs and tests.
+        self._api: Api | None = None
+        self._store: StateStore | None = None
+        self._arn: str | None = None
+        #: What the last `upload` sent and skipped, for the log line and the tests.
         self.upload_report: s3up.UploadReport | None = None
 
-    # -- plumbing ----------------------------------------------------------------------------------
     @property
-    def aws(self) -> Aws:
-        """Clients, created on first use after the credential/region checks."""
-        if self._aws is None:
-            pool = max(10, self.ctx.params.load.concurrency, self.cfg.upload_workers)
-            self._aws = Aws(self.cfg, pool_size=pool)
-        return self._aws
+    def api(self) -> Api:
+        """The clients, made on first use after the credential and region checks."""
+        if self._api is None:
+            self._api = Api(self.settings, max(10, self.ctx.in_flight,
+                                               self.settings.upload_workers))
+        return self._api
 
     @property
-    def state_path(self) -> Path:
-        return self.ctx.state_dir / STATE_FILE
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(self.ctx.state_dir / STATE_FILE, self.api.identity)
+        return self._store
 
-    def _state(self) -> dict[str, Any]:
-        return read_json(self.state_path) if self.state_path.exists() else {}
+    def _bucket(self) -> str:
+        """`buckets.aws`, checked before any AWS call: a bad one creates nothing."""
+        bucket = self.ctx.bucket("aws")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise UserError(f"params.yaml: buckets.aws: {bucket!r} is not a valid S3 bucket "
+                            "name")
+        return bucket
 
-    def _save(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self.state_path, state)
+    def _wait(self, check: Callable[[], tuple[bool, str, Any]], what: str, timeout: float,
+              hint: str) -> Any:
+        return wait_for(check, what=f"rekognition: {what}", every=self.settings.poll_seconds,
+                        timeout=timeout, hint=hint)
 
-    def waiting(self) -> life.Waiting:
-        return life.Waiting(self.cfg.poll_seconds, self.cfg.train_timeout_seconds,
-                            self.cfg.start_timeout_seconds)
-
-    # -- upload ------------------------------------------------------------------------------------
+    # -- upload: S3, then the project's datasets -----------------------------------------------
     def upload(self, split: AblationSplit) -> None:
-        """Send the ablation's images and manifests to S3 (only what is missing or changed)."""
-        if self.cfg.model_arn(split.dataset, split.size):
-            err.print(f"rekognition: {split.dataset}/{split.size}: model given in params.yaml "
-                      "(rekognition.models); nothing to upload")
-            return
-        bucket = resolve_bucket(self.ctx.params)  # before any AWS call: fail fast, create nothing
-        aws = self.aws
-        aws.check_bucket(bucket)
-        prefix = s3up.ablation_prefix(self.cfg.s3_prefix, split.dataset, split.size)
-        items = s3up.plan(split, prefix)
-        existing = s3up.list_existing(aws.s3, bucket, prefix)
-        report = s3up.upload_items(aws.s3, bucket, items, existing, self.cfg.upload_workers,
-                                   desc=f"s3://{bucket}/{prefix}")
-        state = self._state()
-        created = state.get("manifest_created") or _ground_truth_now()
-        manifests = s3up.build_manifests(items, bucket, split.classes, created)
-        keys = s3up.put_manifests(aws.s3, bucket, prefix, manifests, existing)
-        for name, data in manifests.items():  # local copies, to inspect what Rekognition got
-            atomic_write_bytes(self.ctx.state_dir / f"{name}.manifest", data)
-        state.update(bucket=bucket, prefix=prefix, manifest_created=created,
-                     manifests=keys, digest=s3up.content_digest(items), images=len(items))
-        self._save(state)
-        self.upload_report = report
-        self._uploaded = (split.dataset, split.size)
-        err.print(f"rekognition: s3://{bucket}/{prefix}: {report.uploaded} uploaded, "
-                  f"{report.skipped} already there")
+        """Images and manifests to S3 (only what is missing or changed), then the datasets."""
+        bucket = self._bucket()
+        self.upload_report = report = s3up.put_ablation(self.api, bucket, split,
+                                                        self.settings.upload_workers)
+        err.print(f"rekognition: s3://{bucket}/{export.prefix(split.dataset, split.size)}: "
+                  f"{report.uploaded} uploaded, {report.skipped} already there")
+        digest = content_digest(split)
+        if self.store.get("digest") != digest:
+            self.store.reset(digest=digest)
+        self.store.update(bucket=bucket)
+        self._import(split, bucket, f"{self.settings.project_prefix}-{split.dataset}-"
+                                    f"{split.size}-{digest}")
 
-    # -- train -------------------------------------------------------------------------------------
-    def train(self, split: AblationSplit) -> ModelRef:
-        """Project + datasets + version, created or found again, and wait for training."""
-        given = self.cfg.model_arn(split.dataset, split.size)
-        if given:
-            return self.model_from_arn(given, split.dataset, split.size)
-        if self._uploaded != (split.dataset, split.size):
-            self.upload(split)
-        state = self._state()
-        bucket, prefix = state["bucket"], state["prefix"]
-        rek = self.aws.rek
-        name = f"{self.cfg.project_prefix}-{split.dataset}-{split.size}-{state['digest']}"
-        project = life.ensure_project(rek, name)
-        state.update(project_name=name, project_arn=project["ProjectArn"])
-        self._save(state)
-        manifests = {"TRAIN": (bucket, state["manifests"]["train"]),
-                     "TEST": (bucket, state["manifests"]["val"])}
-        datasets = life.ensure_datasets(rek, project, manifests, self.waiting())
-        state.update(datasets=datasets)
-        self._save(state)
+    def _import(self, split: AblationSplit, bucket: str, name: str) -> None:
+        """The project and its TRAIN/TEST datasets from the manifests, waited to CREATE_COMPLETE."""
+        project = self._project(name)
+        self.store.update(project_name=name, project_arn=project["ProjectArn"])
+        arns = {d["DatasetType"]: d["DatasetArn"] for d in project.get("Datasets", [])}
+        for kind, part in DATASETS.items():
+            if kind not in arns:
+                arns[kind] = self._create_dataset(project["ProjectArn"], kind, bucket,
+                                                  export.manifest_key(split.dataset, split.size,
+                                                                      part))
 
-        def record(arn: str) -> None:
-            state.update(version_arn=arn)
-            self._save(state)
+        def check() -> tuple[bool, str, dict[str, dict[str, Any]]]:
+            found = {kind: self.api.rek("describe_dataset", DatasetArn=arn)["DatasetDescription"]
+                     for kind, arn in arns.items()}
+            done = all(d.get("Status") not in ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
+                       for d in found.values())
+            return done, ", ".join(f"{k} {d.get('Status')}" for k, d in found.items()), found
 
-        output = {"S3Bucket": bucket, "S3KeyPrefix": f"{prefix}/output/"}
-        version = life.ensure_trained(rek, project["ProjectArn"], output, self.waiting(), record)
-        model = self._model_ref(split.dataset, split.size, project["ProjectArn"], version)
-        model.ids.update(train_dataset_arn=datasets["TRAIN"], test_dataset_arn=datasets["TEST"])
-        model.details.update(project_name=name, bucket=bucket,
-                             manifests={k: f"s3://{bucket}/{v}"
-                                        for k, v in state["manifests"].items()})
-        state.update(train_seconds=model.train_seconds, status=version["Status"])
-        self._save(state)
+        found = self._wait(check, "importing the datasets", self.settings.train_timeout_seconds,
+                           "the import goes on at AWS; rerun to keep waiting")
+        for kind, desc in found.items():
+            if desc.get("Status") not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+                # CLIENT_ERROR: the manifest or the images (ours to fix); else AWS failed
+                error = UserError if desc.get("StatusMessageCode") == "CLIENT_ERROR" \
+                    else ServiceError
+                raise error(f"rekognition: the {kind} dataset failed to import "
+                            f"({desc.get('Status')}: {desc.get('StatusMessage', 'no message')});"
+                            f" fix the cause, delete it with `aws rekognition delete-dataset "
+                            f"--dataset-arn {arns[kind]}` and rerun")
+            stats = desc.get("DatasetStats") or {}
+            if stats.get("ErrorEntries"):
+                err.print(f"[yellow]rekognition: {kind} dataset: {stats['ErrorEntries']} of "
+                          f"{stats.get('TotalEntries')} images could not be imported[/yellow]")
+        self.store.update(datasets=arns)
+
+    def _project(self, name: str) -> dict[str, Any]:
+        """The project called `name`, created when missing (a concurrent creation is fine)."""
+        project = self.api.find_project(name)
+        if project is None:
+            try:
+                self.api.rek("create_project", ProjectName=name)
+                err.print(f"rekognition: created project {name}")
+            except AwsCallError as exc:
+                if exc.code not in TAKEN:
+                    raise
+            project = self.api.find_project(name)
+            if project is None:
+                raise ServiceError(f"rekognition: project {name} was created but cannot be "
+                                   "described; rerun")
+        return project
+
+    def _create_dataset(self, project_arn: str, kind: str, bucket: str, key: str) -> str:
+        err.print(f"rekognition: creating the {kind} dataset from s3://{bucket}/{key}")
+        source = {"GroundTruthManifest": {"S3Object": {"Bucket": bucket, "Name": key}}}
+        try:
+            return self.api.rek("create_dataset", ProjectArn=project_arn, DatasetType=kind,
+                                DatasetSource=source)["DatasetArn"]
+        except AwsCallError as exc:
+            if exc.code not in TAKEN:
+                raise
+        again = self.api.find_project(project_name(project_arn)) or {}
+        return next(d["DatasetArn"] for d in again.get("Datasets", [])
+                    if d["DatasetType"] == kind)
+
+    # -- training --------------------------------------------------------------------------------
+    def submit(self, split: AblationSplit) -> Job:
+        """The newest usable version of the project, else a new one; recorded at once."""
+        if self.store.get("digest") != content_digest(split) or not self.store.get("datasets"):
+            self.upload(split)  # another process uploaded, or the import did not finish
+        project_arn = self.store.get("project_arn")
+        versions = self.api.versions(project_arn)
+        usable = [v for v in versions if v["Status"] not in DEAD]
+        arn = usable[-1]["ProjectVersionArn"] if usable else self._train(project_arn, versions)
+        self.store.update(version_arn=arn)
+        return Job(split.dataset, split.size, {"project_arn": project_arn, "version_arn": arn})
+
+    def _train(self, project_arn: str, versions: list[dict[str, Any]]) -> str:
+        if versions:
+            last = versions[-1]
+            err.print(f"rekognition: {last['ProjectVersionArn']} ended {last['Status']} "
+                      f"({last.get('StatusMessage', '')}); training a new version")
+        names = {version_parts(v["ProjectVersionArn"])[1] for v in versions}
+        name = next(f"v{k}" for k in itertools.count(len(versions) + 1) if f"v{k}" not in names)
+        output = {"S3Bucket": self.store.get("bucket"),
+                  "S3KeyPrefix": f"{export.prefix(self.ctx.dataset, self.ctx.ablation)}/output/"}
+        try:
+            arn = self.api.rek("create_project_version", ProjectArn=project_arn,
+                               VersionName=name, OutputConfig=output)["ProjectVersionArn"]
+        except AwsCallError as exc:
+            if exc.code not in TAKEN:
+                raise
+            return next(v["ProjectVersionArn"] for v in self.api.versions(project_arn)
+                        if version_parts(v["ProjectVersionArn"])[1] == name)
+        err.print(f"rekognition: training {name} of {project_name(project_arn)} (about an hour "
+                  "or more)")
+        return arn
+
+    def wait(self, job: Job) -> ModelRef:
+        project_arn, arn = job.ids["project_arn"], job.ids["version_arn"]
+        version = self._wait_version(
+            project_arn, arn, "TRAINING_IN_PROGRESS", f"training {version_parts(arn)[1]}",
+            self.settings.train_timeout_seconds,
+            "it keeps training on AWS; rerun the train stage to keep waiting")
+        status, message = version["Status"], version.get("StatusMessage") or "no status message"
+        if status == "TRAINING_FAILED":  # AWS's side failed to train on valid datasets
+            raise ServiceError(f"rekognition: training of {arn} failed: {message}; a rerun "
+                               "trains a new version")
+        if status not in TRAINED:
+            raise ServiceError(f"rekognition: model {arn} is {status} ({message}); it cannot "
+                               "be used")
+        model = self._model_ref(project_arn, version)
+        datasets, bucket = self.store.get("datasets") or {}, self.store.get("bucket")
+        model.ids.update({f"{kind.lower()}_dataset_arn": a for kind, a in datasets.items()})
+        model.details.update(project_name=project_name(project_arn), bucket=bucket, manifests={
+            part: f"s3://{bucket}/{export.manifest_key(job.dataset, job.ablation, part)}"
+            for part in DATASETS.values()})
         return model
 
-    def model_from_arn(self, arn: str, dataset: str, size: int) -> ModelRef:
-        """A ModelRef for a model trained elsewhere (the seed's manual path): describe, no train."""
-        rek = self.aws.rek
-        project_arn = life.project_arn_of(rek, arn)
-        version = life.describe_version(rek, project_arn, arn)
-        model = self._model_ref(dataset, size, project_arn, version)
+    def adopt(self, given: str) -> ModelRef:
+        """A model trained elsewhere (the seed's console path): described, nothing created."""
+        project_arn = self.api.project_of(given)
+        model = self._model_ref(project_arn, self.api.version(project_arn, given))
         model.details["given_in_params"] = True
         return model
 
-    def _model_ref(self, dataset: str, size: int, project_arn: str,
-                   version: dict[str, Any]) -> ModelRef:
+    def recorded(self) -> ModelRef | None:
+        """The hand-given model, else model.json, else the version a crashed run started (so
+        `mlbench rekognition stop` still stops it)."""
+        model, given = super().recorded(), self.hand_given()
+        if given and (model is None or model.ids.get("project_version_arn") != given):
+            return ModelRef(self.name, self.ctx.dataset, self.ctx.ablation,
+                            {"project_version_arn": given})
+        if model is None and self.store.get("version_arn"):
+            model = ModelRef(self.name, self.ctx.dataset, self.ctx.ablation,
+                             {"project_arn": self.store.get("project_arn", ""),
+                              "project_version_arn": self.store.get("version_arn")})
+        return model
+
+    def _model_ref(self, project_arn: str, version: dict[str, Any]) -> ModelRef:
         created, ended = version.get("CreationTimestamp"), version.get("TrainingEndTimestamp")
-        seconds = (ended - created).total_seconds() if created and ended else None
         evaluation = version.get("EvaluationResult") or {}
         return ModelRef(
-            service=self.name, dataset=dataset, ablation=size,
-            ids={"project_arn": project_arn,
-                 "project_version_arn": version["ProjectVersionArn"]},
-            train_seconds=seconds,
+            service=self.name, dataset=self.ctx.dataset, ablation=self.ctx.ablation,
+            ids={"project_arn": project_arn, "project_version_arn": version["ProjectVersionArn"]},
+            train_seconds=(ended - created).total_seconds() if created and ended else None,
             started_at=_iso(created), finished_at=_iso(ended),
             details={k: v for k, v in {
                 "status": version.get("Status"),
                 "billable_training_seconds": version.get("BillableTrainingTimeInSeconds"),
                 "f1_score": evaluation.get("F1Score"),
-                "min_inference_units": self.cfg.min_inference_units,
-            }.items() if v is not None},
-        )
+            }.items() if v is not None})
 
-    # -- predict -----------------------------------------------------------------------------------
-    def connect(self, model: ModelRef) -> None:
-        """Start the model if it is not running and wait until it is (billing starts here)."""
+    # -- serving ---------------------------------------------------------------------------------
+    def _arns(self, model: ModelRef) -> tuple[str, str]:
+        """(project ARN, version ARN) of a recorded model."""
         arn = model.ids.get("project_version_arn")
         if not arn:
-            raise UserError(f"{paths.model_json(self.name, model.dataset, model.ablation)}: no "
+            raise UserError(f"rekognition: the model of {model.dataset} {model.ablation} has no "
                             "project_version_arn; rerun the train stage")
-        rek = self.aws.rek
-        project_arn = model.ids.get("project_arn") or life.project_arn_of(rek, arn)
-        life.ensure_running(rek, project_arn, arn, self.cfg.min_inference_units,
-                            self.cfg.max_inference_units, self.waiting())
+        return model.ids.get("project_arn") or self.api.project_of(arn), arn
+
+    def _wait_version(self, project_arn: str, arn: str, during: str, what: str,
+                      timeout: float, hint: str) -> dict[str, Any]:
+        """Describe the version until its status is no longer `during`."""
+        def check() -> tuple[bool, str, dict[str, Any]]:
+            version = self.api.version(project_arn, arn)
+            return version["Status"] != during, version["Status"], version
+
+        return self._wait(check, what, timeout, hint)
+
+    def connect(self, model: ModelRef) -> None:
+        """Start the model unless it runs, and wait until it does (billing starts here)."""
+        project_arn, arn = self._arns(model)
+        timeout, hint = self.settings.start_timeout_seconds, "rerun to keep waiting"
+        status = self.api.version(project_arn, arn)["Status"]
+        if status == "TRAINING_IN_PROGRESS":
+            raise UserError(f"rekognition: model {arn} is still training; run the train stage "
+                            "first")
+        if status == "STOPPING":
+            status = self._wait_version(project_arn, arn, "STOPPING", "stopping before a "
+                                        "restart", timeout, hint)["Status"]
+        if status in ("TRAINING_COMPLETED", "STOPPED", "FAILED"):
+            units = {"MinInferenceUnits": self.settings.min_inference_units}
+            if self.settings.max_inference_units is not None:
+                units["MaxInferenceUnits"] = self.settings.max_inference_units
+            try:
+                self.api.rek("start_project_version", ProjectVersionArn=arn, **units)
+                err.print(f"rekognition: starting {arn} with {units['MinInferenceUnits']} "
+                          "inference unit(s)")
+            except AwsCallError as exc:
+                if exc.code != "ResourceInUseException":  # started meanwhile elsewhere
+                    raise
+        elif status not in ("STARTING", "RUNNING"):
+            raise UserError(f"rekognition: model {arn} is {status} and cannot be started")
+        version = self._wait_version(project_arn, arn, "STARTING", "starting the model",
+                                     timeout, hint)
+        if version["Status"] != "RUNNING":
+            raise ServiceError(f"rekognition: model {arn} did not start ({version['Status']}: "
+                               f"{version.get('StatusMessage', 'no message')}); rerun")
         err.print(f"[yellow]rekognition: {arn} is RUNNING and billed per inference-unit hour "
                   f"until `mlbench rekognition stop {model.dataset} {model.ablation}`[/yellow]")
-        self._model_arn = arn
+        self._arn = arn
 
     def predict(self, image: bytes) -> Prediction:
-        """One DetectCustomLabels call (retried on throttling / 5xx; attempts are counted)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if self._model_arn is None:
+        """One DetectCustomLabels call (retried on throttling / 5xx; the attempts are counted)."""
+        if self._arn is None:
             raise RuntimeError("rekognition: connect() must be called before predict()")
-        data = fit_image(image)
-        client = self.aws.detect
-        last, status = "", None
-        for attempt in range(1, self._retry.max_attempts + 1):
+        answer, attempts = self.api.counted(
+            self.api.rek_client, "detect_custom_labels", ProjectVersionArn=self._arn,
+            Image={"Bytes": fit_image(image)}, MinConfidence=self.settings.min_confidence)
+        return best_of([(label["Name"], label["Confidence"] / 100.0)
+                        for label in answer.get("CustomLabels") or []
+                        if isinstance(label.get("Name"), str)
+                        and isinstance(label.get("Confidence"), int | float)], attempts)
+
+    def describe(self, model: ModelRef) -> str:
+        project_arn, arn = self._arns(model)
+        return f"{self.api.version(project_arn, arn)['Status']}  {arn}"
+
+    def deploy(self, model: ModelRef) -> str:
+        self.connect(model)
+        return f"RUNNING  {self._arn}"
+
+    def teardown(self, model: ModelRef) -> str:
+        """Stop the model if it runs (or starts); the status it ends in or is heading to."""
+        project_arn, arn = self._arns(model)
+        status = self.api.version(project_arn, arn)["Status"]
+        if status == "STARTING":  # a model cannot be stopped while it starts
+            status = self._wait_version(project_arn, arn, "STARTING", "waiting for the start "
+                                        "to finish", self.settings.start_timeout_seconds,
+                                        "rerun stop")["Status"]
+        if status == "RUNNING":
             try:
-                answer = client.detect_custom_labels(
-                    ProjectVersionArn=self._model_arn, Image={"Bytes": data},
-                    MinConfidence=self.cfg.min_confidence)
-            except (ClientError, BotoCoreError) as exc:
-                last = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
-                status = http_status(exc)
-                if not is_retryable(exc):
-                    raise ServiceCallError(last, status, attempt) from None
-                if attempt < self._retry.max_attempts:
-                    time.sleep(self._retry.backoff(attempt))
-                continue
-            return parse_labels(answer, attempt)
-        raise ServiceCallError(f"gave up after {self._retry.max_attempts} attempts: {last}",
-                               status, self._retry.max_attempts)
+                status = self.api.rek("stop_project_version",
+                                      ProjectVersionArn=arn).get("Status", "STOPPING")
+            except AwsCallError as exc:
+                if exc.code != "ResourceInUseException":
+                    raise
+                status = self.api.version(project_arn, arn)["Status"]
+        return f"{status}  {arn}"
 
     def close(self) -> None:
-        if self._aws is not None:
-            for client in (self._aws.s3, self._aws.rek, self._aws.detect):
-                client.close()
-            self._aws = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
 
-def parse_labels(answer: dict[str, Any], attempts: int = 1) -> Prediction:
-    """Top CustomLabel as the prediction; every label's confidence (0-100 -> 0-1) as scores."""
-    labels = answer.get("CustomLabels") or []
-    scores: dict[str, float] = {}
-    for label in labels:
-        name, conf = label.get("Name"), label.get("Confidence")
-        if isinstance(name, str) and isinstance(conf, int | float):
-            scores[name] = max(scores.get(name, 0.0), min(1.0, max(0.0, conf / 100.0)))
-    if not scores:
-        return Prediction(None, 0.0, {}, attempts)
-    best = max(scores, key=lambda n: (scores[n], n))
-    return Prediction(best, scores[best], scores, attempts)
+def content_digest(split: AblationSplit) -> str:
+    """8 hex of what the ablation holds (split, class, key): names its project, so another
+    training set (another seed, new data) never reuses datasets built from the old one."""
+    rows = sorted((export.object_key(split.dataset, split.size, part, ref), part, ref.class_name)
+                  for part, refs in (("train", split.train), ("val", split.val)) for ref in refs)
+    h = hashlib.sha256()
+    for key, part, cls in rows:
+        h.update(f"{part}\0{cls}\0{key}\n".encode())
+    return h.hexdigest()[:8]
 
 
 def fit_image(image: bytes, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """The bytes to send: unchanged when a JPEG/PNG within 4 MB, else re-encoded to fit.
 
     Prepared images are capped by `max_side` and rarely exceed 4 MB, but a bigger (or non
-    JPEG/PNG) image would be refused outright; re-encoding it as JPEG (quality 90) and halving
-    its area until it fits keeps the row a prediction, as a user of the API would do.
+    JPEG/PNG) image would be refused outright; re-encoding it as JPEG (quality 90) and shrinking
+    it until it fits keeps the row a prediction, as a user of the API would do.
     """
-    is_jpeg, is_png = image[:3] == b"\xff\xd8\xff", image[:8] == b"\x89PNG\r\n\x1a\n"
-    if len(image) <= limit and (is_jpeg or is_png):
+    if len(image) <= limit and image.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
         return image
     from PIL import Image, UnidentifiedImageError
 
@@ -281,115 +392,8 @@ def fit_image(image: bytes, limit: int = MAX_IMAGE_BYTES) -> bytes:
 
 
 def _iso(value: Any) -> str | None:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat(timespec="seconds")
-    return None
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds") \
+        if isinstance(value, dt.datetime) else None
 
 
-def _ground_truth_now() -> str:
-    """Ground Truth's `creation-date` style: ISO 8601 UTC with microseconds, no zone suffix."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-
-
-# -- vendor commands: `mlbench rekognition ...` ----------------------------------------------
-cli = typer.Typer(help="AWS Rekognition Custom Labels models: status, start, stop (a running "
-                  "model is billed per inference-unit hour until stopped).",
-                  no_args_is_help=True)
-
-
-def recorded_models(dataset: str | None, ablation: int | None) -> list[ModelRef]:
-    """Models this project knows: `rekognition.models` in params.yaml and every model.json /
-    state file of the train stage (`paths.models_dir`), filtered by dataset and ablation."""
-    from mlbench.params import load_params
-
-    params = load_params()
-    cfg = settings_from(params)
-    found: dict[tuple[str, int], ModelRef] = {}
-    for ds, sizes in cfg.models.items():
-        for n, arn in sizes.items():
-            found[(ds, n)] = ModelRef("rekognition", ds, n, {"project_version_arn": arn})
-    models_dir = paths.models_dir("rekognition", "_")  # <root>/rekognition/<ds>/models
-    root, sub = models_dir.parent.parent, models_dir.name
-    files = sorted(root.glob(f"*/{sub}/*/model.json")) + sorted(root.glob(f"*/{sub}/*/"
-                                                                          f"{STATE_FILE}"))
-    for f in files:
-        ds, n = f.parts[-4], int(f.parts[-2]) if f.parts[-2].isdigit() else -1
-        if n < 0 or (ds, n) in found:
-            continue
-        data = read_json(f)
-        if f.name == STATE_FILE:
-            if not data.get("version_arn"):
-                continue
-            data = {"service": "rekognition", "dataset": ds, "ablation": n,
-                    "ids": {"project_arn": data.get("project_arn", ""),
-                            "project_version_arn": data["version_arn"]}}
-        found[(ds, n)] = ModelRef.from_json(data)
-    models = [m for (ds, n), m in sorted(found.items())
-              if (dataset is None or ds == dataset) and (ablation is None or n == ablation)]
-    if not models:
-        what = " ".join(str(x) for x in (dataset, ablation) if x is not None) or "any dataset"
-        raise UserError(f"no Rekognition model recorded for {what}; train one (`mlbench train "
-                        "rekognition <dataset>`) or set rekognition.models in params.yaml")
-    return models
-
-
-def _service_for(model: ModelRef) -> RekognitionService:
-    from mlbench.params import load_params
-
-    ctx = ServiceContext(load_params(), model.dataset, model.ablation,
-                         paths.model_dir("rekognition", model.dataset, model.ablation))
-    return RekognitionService(ctx)
-
-
-def _project_arn(svc: RekognitionService, model: ModelRef) -> str:
-    arn = model.ids["project_version_arn"]
-    return model.ids.get("project_arn") or life.project_arn_of(svc.aws.rek, arn)
-
-
-def stop_models(dataset: str | None, ablation: int | None, wait: bool = False) -> None:
-    """Stop every recorded model matching dataset/ablation that runs; print where each ends."""
-    for model in recorded_models(dataset, ablation):
-        with _service_for(model) as svc:
-            arn = model.ids["project_version_arn"]
-            status = life.stop(svc.aws.rek, _project_arn(svc, model), arn, svc.waiting(),
-                               until_stopped=wait)
-            typer.echo(f"{model.dataset} {model.ablation}: {status}  {arn}")
-
-
-@cli.command()
-@user_errors
-def stop(
-    dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
-    ablation: int | None = typer.Argument(None, help="Ablation (default: all of the dataset)."),
-    wait: bool = typer.Option(False, "--wait", help="Wait until the model is STOPPED."),
-) -> None:
-    """Stop running models so they stop being billed."""
-    stop_models(dataset, ablation, wait)
-
-
-@cli.command()
-@user_errors
-def start(
-    dataset: str = typer.Argument(..., help="Dataset."),
-    ablation: int = typer.Argument(..., help="Ablation size."),
-) -> None:
-    """Start a trained model and wait until it is RUNNING (billed until stopped)."""
-    for model in recorded_models(dataset, ablation):
-        with _service_for(model) as svc:
-            svc.connect(model)
-            typer.echo(f"{model.dataset} {model.ablation}: RUNNING  "
-                       f"{model.ids['project_version_arn']}")
-
-
-@cli.command()
-@user_errors
-def status(
-    dataset: str | None = typer.Argument(None, help="Dataset (default: every recorded model)."),
-    ablation: int | None = typer.Argument(None, help="Ablation size."),
-) -> None:
-    """Show each recorded model's status (RUNNING ones are being billed)."""
-    for model in recorded_models(dataset, ablation):
-        with _service_for(model) as svc:
-            arn = model.ids["project_version_arn"]
-            desc = life.describe_version(svc.aws.rek, _project_arn(svc, model), arn)
-            typer.echo(f"{model.dataset} {model.ablation}: {desc['Status']}  {arn}")
+SERVICE = RekognitionService

@@ -1,38 +1,57 @@
-"""A small client of the Vertex AI v1 REST API: credentials, retries, lists, long-running waits.
+"""The Vertex AI control plane: the generated `google.cloud.aiplatform_v1` clients over REST.
 
-Why REST over `requests` rather than the `google-cloud-aiplatform` SDK (see
-docs/services/vertex.md): the SDK's high-level classes block inside `run()`/`deploy()` and
-only then reveal what they created, so a crash mid-training would lose the pipeline id and a
-rerun would pay for a second one; its job polling sleeps a hard-coded 5 s and more; and it
-takes ~3 s to import. Here every create call returns at once, its resource name is recorded
-before any waiting, and waits poll at `vertex.poll_seconds`. Tokens still come from
-google-auth (`GOOGLE_APPLICATION_CREDENTIALS` or application-default credentials), and the
-same bearer token serves the prediction calls.
+Why these clients and not the high-level `google.cloud.aiplatform` SDK: its classes block
+inside `run()`/`deploy()` and only then reveal what they created (a crash mid-training would
+lose the pipeline and a rerun would pay for a second one), and it takes ~3 s to import. The
+generated clients return a long-running operation at once, so its name is recorded before any
+waiting; they take an `http://` api_endpoint, which is how the tests reach a local fake.
+
+Every call goes through the one retry policy with `retry=None` given to the client, so only
+ours retries: 429/503 (refused, not processed) always, other 5xx and dropped connections only
+for calls that are safe to repeat. A create call that may have happened is not blindly repeated:
+the run stops with "rerun to continue" and the rerun finds the resource by its label. A 401
+is renewed once by google-auth's session; a 401/403 after that is the user's to fix.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import threading
-import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+import google.auth
 import requests
-from tqdm import tqdm
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth import exceptions as auth_exc
+from google.cloud import aiplatform_v1 as v1
+from google.longrunning import operations_pb2
 
-from mlbench.errors import UserError
-from mlbench.services.http import RETRY_STATUSES, RetryPolicy, retry_after_seconds
+from mlbench.errors import ServiceCallError, ServiceError, UserError
+from mlbench.retry import RetryLater, RetryPolicy, retry_after_seconds
 
-SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+T = TypeVar("T")
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
-TERMINAL_PIPELINE = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED",
-                     "PIPELINE_STATE_CANCELLED"}
+IMAGE_METADATA_SCHEMA = "gs://google-cloud-aiplatform/schema/dataset/metadata/image_1.0.0.yaml"
+SINGLE_LABEL_IO = ("gs://google-cloud-aiplatform/schema/dataset/ioformat/"
+                   "image_classification_single_label_io_format_1.0.0.yaml")
+AUTOML_IMAGE_CLASSIFICATION = ("gs://google-cloud-aiplatform/schema/trainingjob/definition/"
+                               "automl_image_classification_1.0.0.yaml")
+ML_USE_FILTER = "labels.aiplatform.googleapis.com/ml_use={}"
+State = v1.PipelineState
+FAILED = {State.PIPELINE_STATE_FAILED, State.PIPELINE_STATE_CANCELLED}
+DONE = {*FAILED, State.PIPELINE_STATE_SUCCEEDED}
+#: gRPC codes of a failed operation or pipeline that the user must act on: bad input (3),
+#: permission (7), quota (8), a failed precondition such as too few images (9), credentials (16).
+USER_CODES = frozenset({3, 7, 8, 9, 16})
+#: Refused without being processed: safe to send again, even a create.
+_REFUSED = (gexc.TooManyRequests, gexc.ServiceUnavailable)
+_SERVER = (gexc.InternalServerError, gexc.BadGateway, gexc.GatewayTimeout)
 
 
 class TokenSource:
-    """google-auth credentials -> a bearer token, refreshed when expired; thread-safe."""
+    """google-auth credentials -> a bearer token for the predict calls; thread-safe."""
 
     def __init__(self, credentials: Any):
         self.credentials = credentials
@@ -40,189 +59,170 @@ class TokenSource:
 
     @classmethod
     def from_environment(cls) -> TokenSource:
-        """Application-default credentials with the cloud-platform scope, or one-line UserError.
-
-        Nothing is sent here; the first token is fetched on first use, so a bad key surfaces
-        as `token()`'s UserError before any resource is created.
-        """
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-
+        """Application-default credentials with the cloud-platform scope, or one-line UserError."""
         try:
-            creds, _ = google.auth.default(scopes=list(SCOPES))
-        except DefaultCredentialsError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            hint = f" ({first[:160]})" if first else ""
+            creds, _ = google.auth.default(scopes=SCOPES)
+        except auth_exc.DefaultCredentialsError as exc:
+            hint = f" ({one_line(exc)[:160]})" if str(exc).strip() else ""
             raise UserError(f"Vertex AI needs Google credentials: set {CREDENTIALS_ENV} to a "
                             f"service-account key file (or run `gcloud auth "
                             f"application-default login`){hint}") from None
         return cls(creds)
 
     def token(self, force: bool = False) -> str:
-        from google.auth.exceptions import GoogleAuthError
         from google.auth.transport.requests import Request
 
         with self._lock:
             if force or not self.credentials.valid:
                 try:
                     self.credentials.refresh(Request())
-                except GoogleAuthError as exc:
+                except auth_exc.GoogleAuthError as exc:
                     raise UserError(f"Google rejected the credentials ({CREDENTIALS_ENV}): "
-                                    f"{_one_line(exc)}") from None
+                                    f"{one_line(exc)}") from None
             return str(self.credentials.token)
 
 
-class ApiError(UserError):
-    """A Vertex AI call that failed for good; `status` is the HTTP status (None: no answer)."""
+def one_line(value: object) -> str:
+    return " ".join(str(value).split())[:300]
 
-    def __init__(self, message: str, status: int | None = None, reason: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+
+def failure(what: str, code: int, message: str, hint: str) -> Exception:
+    """A vendor-side failure (an operation's or a pipeline's `error`): the user's to fix when
+    its code says so (quota, bad input, too few images), else Vertex's."""
+    text = f"vertex: {what}: {message or 'no message'}; {hint}"
+    return UserError(text) if code in USER_CODES else ServiceError(text)
+
+
+def _verdict(exc: Exception, what: str, create: bool, attempt: int) -> Exception:
+    """What an attempt raises for a failed call: RetryLater, UserError or ServiceCallError."""
+    if isinstance(exc, auth_exc.RefreshError):
+        return UserError(f"Google rejected the credentials ({CREDENTIALS_ENV}): {one_line(exc)}")
+    status = exc.code if isinstance(exc, gexc.GoogleAPICallError) else None
+    why = f"HTTP {status}: {one_line(exc.message)}" if isinstance(exc, gexc.GoogleAPICallError) \
+        else f"{type(exc).__name__}: {one_line(exc)}"
+    if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):  # 403 / 401 (once renewed)
+        return UserError(f"{what}: {why}; check that the Vertex AI API is enabled in the "
+                         f"project, that the credentials ({CREDENTIALS_ENV}) have the Vertex AI "
+                         "User role, and that the bucket is theirs to write")
+    transient = status is None or isinstance(exc, _SERVER)
+    if isinstance(exc, _REFUSED) or (transient and not create):
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        return RetryLater(f"{what}: {why}", status=status, after=retry_after_seconds(headers))
+    if transient:
+        why += "; it may have been done: rerun to continue (the rerun finds it by its label)"
+    return ServiceCallError(f"{what}: {why}", status, attempt)
+
+
+def guarded(retry: RetryPolicy, what: str, fn: Callable[[], T], *, create: bool = False,
+            missing_ok: bool = False) -> T | None:
+    """`fn()` (one Google call) through the retry policy; None for a 404 when `missing_ok`."""
+    def attempt(n: int) -> T | None:
+        try:
+            return fn()
+        except gexc.NotFound as exc:
+            if missing_ok:
+                return None
+            raise _verdict(exc, what, create, n) from None
+        except (gexc.GoogleAPICallError, requests.RequestException,
+                auth_exc.GoogleAuthError) as exc:
+            raise _verdict(exc, what, create, n) from None
+
+    return retry.call(attempt, what)
 
 
 class VertexApi:
-    """Calls on `projects/<project>/locations/<region>` of one API base URL."""
+    """The calls on `projects/<project>/locations/<region>` of one API endpoint."""
 
-    def __init__(self, base_url: str, project: str, region: str, tokens: TokenSource,
-                 retry: RetryPolicy | None = None, session: requests.Session | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.project = project
-        self.region = region
-        self.tokens = tokens
-        self.retry = retry or RetryPolicy()
-        self.session = session or requests.Session()
+    def __init__(self, base_url: str, project: str, region: str, credentials: Any,
+                 retry: RetryPolicy):
+        self.parent = f"projects/{project}/locations/{region}"
+        self.retry = retry
+        options = ClientOptions(api_endpoint=base_url)
+        self.datasets, self.pipelines, self.endpoints, self.models = (
+            cls(transport="rest", credentials=credentials, client_options=options)
+            for cls in (v1.DatasetServiceClient, v1.PipelineServiceClient,
+                        v1.EndpointServiceClient, v1.ModelServiceClient))
 
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
+    def close(self) -> None:
+        for client in (self.datasets, self.pipelines, self.endpoints, self.models):
+            client.transport.close()
 
-    # -- one call --------------------------------------------------------------------------------
-    def call(self, method: str, path: str, body: Any = None,
-             params: Mapping[str, str] | None = None, create: bool = False) -> dict[str, Any]:
-        """`path` is a resource name (plus `:verb`) under /v1/. Retries 429/5xx and dropped
-        connections with backoff (honouring Retry-After), renews the token once on a 401.
+    def _call(self, what: str, method: Callable[..., T], *, create: bool = False,
+              missing_ok: bool = False, **request: Any) -> T:
+        return guarded(self.retry, f"Vertex AI {what}",
+                       lambda: method(**request, retry=None, timeout=self.retry.timeout),
+                       create=create, missing_ok=missing_ok)
 
-        A `create` call is not idempotent: it is retried only on 429 and 503 (refused, not
-        processed). After a dropped connection or another 5xx the resource may exist, so the
-        call fails instead, and the rerun finds it by its label rather than making a second.
-        """
-        url = f"{self.base_url}/v1/{path}"
-        reauthed = False
-        last, status = "no attempt made", None
-        for attempt in range(1, self.retry.max_attempts + 1):
-            headers = {"Authorization": f"Bearer {self.tokens.token()}",
-                       "Content-Type": "application/json"}
-            try:
-                resp = self.session.request(method, url, headers=headers, params=params,
-                                            data=None if body is None else json.dumps(body),
-                                            timeout=self.retry.timeout)
-            except requests.RequestException as exc:
-                last, status = f"{type(exc).__name__}: {exc}", None
-                if create:
-                    break
-                time.sleep(self.retry.backoff(attempt))
-                continue
-            if 200 <= resp.status_code < 300:
-                return resp.json() if resp.content else {}
-            status = resp.status_code
-            message, reason = _google_error(resp)
-            last = f"HTTP {status} {reason}: {message}".strip()
-            if status == 401 and not reauthed:
-                reauthed = True
-                self.tokens.token(force=True)
-                continue
-            if status not in RETRY_STATUSES:
-                raise ApiError(_explain(method, path, status, reason, message, self.project),
-                               status, reason)
-            if create and status not in (429, 503):
-                break
-            after = retry_after_seconds(resp.headers)
-            time.sleep(min(after, self.retry.max_delay) if after is not None
-                       else self.retry.backoff(attempt))
-        raise ApiError(f"Vertex AI {method} {path}: gave up after {attempt} attempt(s) "
-                       f"({last}); rerun to continue", status)
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, name: str) -> Any | None:
+        """A dataset, pipeline, endpoint or model by resource name; None when it is gone."""
+        method = {"datasets": self.datasets.get_dataset,
+                  "trainingPipelines": self.pipelines.get_training_pipeline,
+                  "endpoints": self.endpoints.get_endpoint,
+                  "models": self.models.get_model}[name.split("/")[-2]]
+        return self._call(f"get {name}", method, missing_ok=True, name=name)
 
-    def get(self, name: str) -> dict[str, Any] | None:
-        """The resource, or None when it does not exist (any more)."""
-        try:
-            return self.call("GET", name)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+    def find(self, kind: str, filter_: str) -> list[Any]:
+        """Every dataset/trainingPipeline/endpoint matching a label filter (all pages)."""
+        method = {"datasets": self.datasets.list_datasets,
+                  "trainingPipelines": self.pipelines.list_training_pipelines,
+                  "endpoints": self.endpoints.list_endpoints}[kind]
+        return self._call(f"list {kind}", lambda **kw: list(method(**kw)),
+                          request={"parent": self.parent, "filter": filter_})
 
-    def list(self, collection: str, filter_: str) -> list[dict[str, Any]]:
-        """Every item of `<parent>/<collection>` matching the filter (follows page tokens)."""
-        items: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            params = {"filter": filter_, "pageSize": "100"}
-            if token:
-                params["pageToken"] = token
-            page = self.call("GET", f"{self.parent}/{collection}", params=params)
-            items += page.get(collection) or []
-            token = page.get("nextPageToken") or ""
-            if not token:
-                return items
+    def operation(self, name: str) -> operations_pb2.Operation:
+        return self._call(f"get {name}", self.datasets.get_operation, request={"name": name})
 
-    # -- waiting ---------------------------------------------------------------------------------
-    def wait_operation(self, op_name: str, what: str, timeout: float, poll: float
-                       ) -> dict[str, Any]:
-        """Poll a long-running operation until done; its `response` (raises on its `error`)."""
+    # -- creates (each returns what names it at once) --------------------------------------------
+    def create_dataset(self, display: str, labels: Mapping[str, str]) -> str:
+        """Start creating an image dataset; the operation's name."""
+        op = self._call("create dataset", self.datasets.create_dataset, create=True,
+                        parent=self.parent, dataset=v1.Dataset(
+                            display_name=display, metadata_schema_uri=IMAGE_METADATA_SCHEMA,
+                            labels=labels))
+        return op.operation.name
 
-        def check() -> tuple[bool, str, dict[str, Any]]:
-            op = self.call("GET", op_name)
-            return bool(op.get("done")), "done" if op.get("done") else "running", op
+    def import_data(self, dataset: str, uri: str) -> str:
+        op = self._call("import data", self.datasets.import_data, create=True, name=dataset,
+                        import_configs=[v1.ImportDataConfig(
+                            gcs_source=v1.GcsSource(uris=[uri]),
+                            import_schema_uri=SINGLE_LABEL_IO)])
+        return op.operation.name
 
-        op = _poll(check, what, timeout, poll, resume_hint="rerun to keep waiting")
-        error = op.get("error")
-        if error:
-            raise ApiError(f"Vertex AI: {what} failed: {error.get('message', error)} "
-                           f"(operation {op_name})", None, str(error.get("code", "")))
-        return op.get("response") or {}
+    def create_pipeline(self, display: str, labels: Mapping[str, str], dataset: str,
+                        inputs: Mapping[str, Any]) -> v1.TrainingPipeline:
+        """An AutoML image classification pipeline on the import's `ml_use` filter split."""
+        split = v1.FilterSplit(training_filter=ML_USE_FILTER.format("training"),
+                               validation_filter=ML_USE_FILTER.format("validation"),
+                               test_filter=ML_USE_FILTER.format("test"))
+        return self._call("create training pipeline", self.pipelines.create_training_pipeline,
+                          create=True, parent=self.parent, training_pipeline=v1.TrainingPipeline(
+                              display_name=display, labels=labels,
+                              input_data_config=v1.InputDataConfig(
+                                  dataset_id=dataset.rsplit("/", 1)[1], filter_split=split),
+                              model_to_upload=v1.Model(display_name=display, labels=labels),
+                              training_task_definition=AUTOML_IMAGE_CLASSIFICATION,
+                              training_task_inputs=dict(inputs)))
 
-    def wait_pipeline(self, name: str, timeout: float, poll: float) -> dict[str, Any]:
-        """Poll a training pipeline until it reaches a final state; the pipeline resource."""
+    def create_endpoint(self, display: str, labels: Mapping[str, str]) -> str:
+        op = self._call("create endpoint", self.endpoints.create_endpoint, create=True,
+                        parent=self.parent,
+                        endpoint=v1.Endpoint(display_name=display, labels=labels))
+        return op.operation.name
 
-        def check() -> tuple[bool, str, dict[str, Any]]:
-            p = self.call("GET", name)
-            state = str(p.get("state", "PIPELINE_STATE_UNSPECIFIED"))
-            return state in TERMINAL_PIPELINE, state.removeprefix("PIPELINE_STATE_"), p
+    def deploy(self, endpoint: str, model: str, display: str, replicas: tuple[int, int]) -> str:
+        op = self._call("deploy model", self.endpoints.deploy_model, create=True,
+                        endpoint=endpoint, traffic_split={"0": 100},
+                        deployed_model=v1.DeployedModel(
+                            model=model, display_name=display,
+                            automatic_resources=v1.AutomaticResources(
+                                min_replica_count=replicas[0], max_replica_count=replicas[1])))
+        return op.operation.name
 
-        return _poll(check, f"training {name.rsplit('/', 1)[-1]}", timeout, poll,
-                     resume_hint="training goes on in Google Cloud; rerun to keep waiting")
-
-
-def _poll(check: Callable[[], tuple[bool, str, dict[str, Any]]], what: str, timeout: float,
-          poll: float, resume_hint: str) -> dict[str, Any]:
-    """Call `check` every `poll` s until it reports done, with a live state + elapsed line."""
-    start = time.monotonic()
-    with tqdm(desc=f"vertex: {what}", bar_format="{desc} [{elapsed}]") as bar:
-        while True:
-            done, state, payload = check()
-            bar.set_description_str(f"vertex: {what}: {state}")
-            if done:
-                return payload
-            if time.monotonic() - start > timeout:
-                raise UserError(f"Vertex AI: {what} still {state} after {timeout:g} s; "
-                                f"{resume_hint} (or raise the vertex timeout in params.yaml)")
-            time.sleep(poll)
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    """An RFC 3339 timestamp as Vertex writes it (`...T12:00:00.123456789Z`), or None."""
-    if not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    if "." in text:  # Python takes at most 6 fractional digits
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6].ljust(6, '0')}{tail[len(digits):]}"
-    try:
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
+    def undeploy(self, endpoint: str, deployed_model_id: str) -> str:
+        op = self._call("undeploy model", self.endpoints.undeploy_model, endpoint=endpoint,
+                        deployed_model_id=deployed_model_id)
+        return op.operation.name
 
 
 def resource_of(op_name: str) -> str:
@@ -230,26 +230,15 @@ def resource_of(op_name: str) -> str:
     return op_name.split("/operations/", 1)[0]
 
 
-def _google_error(resp: requests.Response) -> tuple[str, str]:
-    try:
-        err = resp.json().get("error")
-    except (ValueError, AttributeError):
-        err = None
-    if isinstance(err, dict):
-        return _one_line(err.get("message", "")), str(err.get("status", ""))
-    return _one_line(resp.text[:200]), ""
+def model_of(pipeline: v1.TrainingPipeline) -> str:
+    """The model a succeeded pipeline uploaded (without a `@version` suffix), or ''."""
+    name = pipeline.model_to_upload.name or (
+        f"{pipeline.name.split('/trainingPipelines/')[0]}/models/{pipeline.model_id}"
+        if pipeline.model_id else "")
+    return name.split("@", 1)[0]
 
 
-def _explain(method: str, path: str, status: int, reason: str, message: str,
-             project: str) -> str:
-    base = f"Vertex AI {method} {path}: HTTP {status} {reason} {message}".replace("  ", " ")
-    if status == 403:
-        return (f"{base}; check that the Vertex AI API is enabled in project {project} and "
-                "that the credentials have the Vertex AI User role")
-    if status == 401:
-        return f"{base}; check {CREDENTIALS_ENV}"
-    return base
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:300]
+def deployed_models(endpoint: v1.Endpoint | None) -> dict[str, str]:
+    """Deployed model id -> model name (without `@version`) of an endpoint."""
+    return {} if endpoint is None else {
+        dm.id: dm.model.split("@", 1)[0] for dm in endpoint.deployed_models}

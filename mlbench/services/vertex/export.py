@@ -8,10 +8,12 @@ cannot drift apart. Images sit in the bucket under the seed's folders (`training
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
 
 from mlbench import paths
-from mlbench.core import ImageRef
+from mlbench.core import AblationSplit, ImageRef
 from mlbench.data.export import ExportTarget
 from mlbench.services.vertex.labels import vertex_label_map
 
@@ -29,6 +31,17 @@ def import_rows(split: str, refs: Iterable[ImageRef], bucket: str,
     """The import-file rows of the images of one split."""
     return [(ML_USE[split], f"gs://{bucket}/{object_name(split, r)}", labels[r.class_name])
             for r in refs]
+
+
+def import_file(split: AblationSplit, tests: Sequence[ImageRef], bucket: str,
+                labels: Mapping[str, str]) -> str:
+    """The import file the service uploads: the rows of the seed's train, val and test files of
+    the ablation, in that order, as one CSV text."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")  # as ExportTarget.write_csv writes them
+    for name, refs in (("train", split.train), ("val", split.val), ("test", tests)):
+        writer.writerows(import_rows(name, refs, bucket, labels))
+    return buf.getvalue()
 
 
 def export(target: ExportTarget) -> int:

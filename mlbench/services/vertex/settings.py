@@ -2,8 +2,7 @@
 
 Every value has a default that reproduces the seed benchmark (budget 8,000 milli node hours,
 the minimum; confidence threshold 0.1 and at most 5 predictions per call), so an empty
-`vertex: {}` block plus a project is a complete configuration. A bad value raises `UserError`
-naming its key.
+`vertex: {}` block plus a project is a complete configuration. No SDK import here.
 """
 
 from __future__ import annotations
@@ -11,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from mlbench.errors import UserError
 from mlbench.params import SettingsBlock
+from mlbench.services.base import ServiceSettings
 
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
 DEFAULT_REGION = "us-central1"
@@ -25,10 +25,17 @@ BUDGETS = {"CLOUD": (8000, 800000), "MOBILE_TF_LOW_LATENCY_1": (1000, 100000),
            "MOBILE_TF_VERSATILE_1": (1000, 100000), "MOBILE_TF_HIGH_ACCURACY_1": (1000, 100000)}
 _REGION = re.compile(r"[a-z]+(-[a-z0-9]+)+")
 _ENDPOINT_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/endpoints/[0-9]+")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_SECONDS = 30 * 86400
+
+
+def is_endpoint(value: str) -> bool:
+    """An endpoint id (digits) or its full resource name."""
+    return value.isdigit() or bool(_ENDPOINT_NAME.fullmatch(value))
 
 
 @dataclass(frozen=True)
-class VertexSettings:
+class Settings(ServiceSettings):
     """The validated `vertex:` block (see docs/services/vertex.md for each key)."""
 
     project: str | None = None
@@ -39,7 +46,6 @@ class VertexSettings:
     disable_early_stopping: bool = False
     confidence_threshold: float = 0.1
     max_predictions: int = 5
-    endpoints: Mapping[str, Any] = field(default_factory=dict)
     poll_seconds: float = 30.0
     import_timeout: float = 4 * 3600.0
     train_timeout: float = 72 * 3600.0
@@ -50,53 +56,54 @@ class VertexSettings:
     max_replicas: int = 1
     name_prefix: str = "mlbench"
 
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> VertexSettings:
-        block = SettingsBlock("vertex", raw, (f.name for f in fields(cls)))
-        d = cls()
-        text, number = block.text, block.number
+    #: Where the model lives and how it is trained; not how it is served or waited on.
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "project", "region", "api_endpoint", "budget_milli_node_hours", "model_type",
+        "disable_early_stopping")
 
-        region = text("region", d.region) or DEFAULT_REGION
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        block = SettingsBlock("vertex", raw, (f.name for f in fields(cls)))
+        text, number = block.text, block.number
+        region = text("region", cls.region)
         if not _REGION.fullmatch(region):
-            raise UserError(f"params.yaml: vertex.region: must be a Vertex AI region such as "
-                            f"us-central1, got {region!r}")
-        model_type = text("model_type", d.model_type) or "CLOUD"
-        if model_type not in BUDGETS:
-            raise UserError(f"params.yaml: vertex.model_type: must be one of "
-                            f"{', '.join(BUDGETS)}, got {model_type!r}")
+            raise block.fail("region", "must be a Vertex AI region such as us-central1", region)
+        model_type = block.choice("model_type", cls.model_type, BUDGETS)
         lo, hi = BUDGETS[model_type]
-        budget = number("budget_milli_node_hours", d.budget_milli_node_hours, lo, hi,
-                        integer=True)
-        early = block.boolean("disable_early_stopping", d.disable_early_stopping)
-        endpoints = block.mapping("endpoints", "dataset -> ablation -> endpoint id")
-        min_replicas = number("min_replicas", d.min_replicas, 1, 100, integer=True)
-        max_replicas = number("max_replicas", max(d.max_replicas, min_replicas), min_replicas,
-                              100, integer=True)
-        prefix = text("name_prefix", d.name_prefix) or d.name_prefix
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", prefix):
-            raise UserError("params.yaml: vertex.name_prefix: letters, digits, '-' and '_' "
-                            f"only (at most 40), got {prefix!r}")
+        min_replicas = number("min_replicas", cls.min_replicas, 1, 100, integer=True)
+        prefix = text("name_prefix", cls.name_prefix)
+        if not _PREFIX.fullmatch(prefix):
+            raise block.fail("name_prefix", "letters, digits, '-' and '_' only (at most 40)",
+                             prefix)
+
+        def seconds(key: str, hi: float = _SECONDS) -> float:
+            return number(key, getattr(cls, key), 0, hi, lo_open=True)
+
         return cls(
+            endpoints=block.per_ablation(
+                "endpoints", "endpoint id or projects/<p>/locations/<region>/endpoints/<id>",
+                is_endpoint),
             project=text("project", None),
             region=region,
             api_endpoint=text("api_endpoint", None),
-            budget_milli_node_hours=budget,
+            budget_milli_node_hours=number("budget_milli_node_hours",
+                                           cls.budget_milli_node_hours, lo, hi, integer=True),
             model_type=model_type,
-            disable_early_stopping=early,
-            confidence_threshold=number("confidence_threshold", d.confidence_threshold, 0, 1),
-            max_predictions=number("max_predictions", d.max_predictions, 1, 1000, integer=True),
-            endpoints=endpoints,
-            poll_seconds=number("poll_seconds", d.poll_seconds, 0, 3600, lo_open=True),
-            import_timeout=number("import_timeout", d.import_timeout, 0, 30 * 86400,
-                                  lo_open=True),
-            train_timeout=number("train_timeout", d.train_timeout, 0, 30 * 86400, lo_open=True),
-            deploy_timeout=number("deploy_timeout", d.deploy_timeout, 0, 30 * 86400,
-                                  lo_open=True),
-            request_timeout=number("request_timeout", d.request_timeout, 0, 3600, lo_open=True),
-            upload_concurrency=number("upload_concurrency", d.upload_concurrency, 1, 128,
+            disable_early_stopping=block.boolean("disable_early_stopping",
+                                                 cls.disable_early_stopping),
+            confidence_threshold=number("confidence_threshold", cls.confidence_threshold, 0, 1),
+            max_predictions=number("max_predictions", cls.max_predictions, 1, 1000,
+                                   integer=True),
+            poll_seconds=seconds("poll_seconds", 3600),
+            import_timeout=seconds("import_timeout"),
+            train_timeout=seconds("train_timeout"),
+            deploy_timeout=seconds("deploy_timeout"),
+            request_timeout=seconds("request_timeout", 3600),
+            upload_concurrency=number("upload_concurrency", cls.upload_concurrency, 1, 128,
                                       integer=True),
             min_replicas=min_replicas,
-            max_replicas=max_replicas,
+            max_replicas=number("max_replicas", max(cls.max_replicas, min_replicas),
+                                min_replicas, 100, integer=True),
             name_prefix=prefix,
         )
 
@@ -118,22 +125,7 @@ class VertexSettings:
                             f"params.yaml or the {PROJECT_ENV} environment variable")
         return project
 
-    def endpoint_for(self, ds: str, n: int, project: str) -> str | None:
-        """`vertex.endpoints.<ds>.<n>` as a full resource name (an id or a full name)."""
-        per_ds = self.endpoints.get(ds)
-        if per_ds is None:
-            return None
-        key = f"vertex.endpoints.{ds}"
-        if not isinstance(per_ds, Mapping):
-            raise UserError(f"params.yaml: {key}: must map ablation sizes to endpoint ids, "
-                            f"got {per_ds!r}")
-        value = per_ds.get(n, per_ds.get(str(n)))
-        if value is None:
-            return None
-        value = str(value).strip()
-        if value.isdigit():
-            return f"projects/{project}/locations/{self.region}/endpoints/{value}"
-        if _ENDPOINT_NAME.fullmatch(value):
-            return value
-        raise UserError(f"params.yaml: {key}.{n}: must be an endpoint id (digits) or "
-                        f"projects/<p>/locations/<region>/endpoints/<id>, got {value!r}")
+    def endpoint_name(self, value: str, project: str) -> str:
+        """A hand-given endpoint (an id or a full name) as its full resource name."""
+        return f"projects/{project}/locations/{self.region}/endpoints/{value}" \
+            if value.isdigit() else value

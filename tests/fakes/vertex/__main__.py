@@ -50,7 +50,7 @@ def main() -> None:
     fake = VertexFake(VertexState(project=args.project, location=args.region, gcs_reader=read,
                                   train_polls=args.train_polls,
                                   train_seconds=args.train_seconds)).start()
-    write_service_account_key(args.key, fake.token_uri)
+    write_service_account_key(args.key, fake.token_uri, state=fake.state)
     print(f"export STORAGE_EMULATOR_HOST={gcs_url}", flush=True)
     print(f"export GOOGLE_APPLICATION_CREDENTIALS={args.key.resolve()}", flush=True)
     print(f"# vertex: {{project: {args.project}, region: {args.region}, api_endpoint: "

@@ -152,6 +152,9 @@ class VertexState:
         self.lock = threading.RLock()
         self.tokens: dict[str, float] = {}
         self.token_requests = 0
+        #: Public keys of the service accounts whose key files were written for this fake (key
+        #: id -> key): what a self-signed JWT's signature is checked against, as Google does.
+        self.public_keys: dict[str, Any] = {}
         self.operations: dict[str, Operation] = {}
         self.datasets: dict[str, Dataset] = {}
         self.pipelines: dict[str, Pipeline] = {}
@@ -485,7 +488,7 @@ class VertexState:
                 self.endpoints.pop(name, None)
                 return {"@type": "type.googleapis.com/google.protobuf.Empty"}
 
-            return self._operation(ep.name, "DeleteOperation", finish)
+            return self._operation(ep.name, "Delete", finish)
 
     def predict(self, name: str, image: bytes, threshold: float, limit: int
                 ) -> tuple[DeployedModel, Model, list[tuple[str, str, float]]]:

@@ -3,15 +3,20 @@
 Follows https://cloud.google.com/vertex-ai/docs/reference/rest (v1): `datasets.create` and
 `datasets.import` and `endpoints.create/deployModel/undeployModel/delete` answer a
 long-running `Operation` (`name`, `metadata`, `done`, then `response` or `error`) read back
-with `GET /v1/<operation name>`; `trainingPipelines.create` answers the `TrainingPipeline`
-itself; `list` methods take `filter`/`pageSize`/`pageToken` and answer `nextPageToken`; errors
+with `GET /v1/<operation name>` (or `GET /ui/<operation name>`, the binding the generated
+`aiplatform_v1` REST transport picks first); `trainingPipelines.create` answers the
+`TrainingPipeline` itself; enums are names, or numbers when the query asks
+`$alt=json;enum-encoding=int` (as the generated REST clients do); `list` methods take
+`filter`/`pageSize`/`pageToken` and answer `nextPageToken`; errors
 are `{"error": {"code", "message", "status"}}`. `:predict` takes the AutoML image instance
 format (`{"instances": [{"content": <base64>}], "parameters": {"confidenceThreshold",
 "maxPredictions"}}`, one image a request, at most 1.5 MB) and answers `predictions[0]` with
 `ids`/`displayNames`/`confidences` best first, plus `deployedModelId`.
 
 `POST /token` is a Google OAuth2 token endpoint for service-account keys (the JWT-bearer grant
-google-auth sends): point a key file's `token_uri` here and google-auth works unchanged.
+google-auth sends): point a key file's `token_uri` here and google-auth works unchanged. A
+call's bearer is such an access token, or the service account's self-signed JWT (what the
+generated clients send for a key file), checked against the key's public half.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import base64
 import binascii
 import io
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,6 +42,9 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 #: The audience Google checks in a service-account JWT (whatever the key's token_uri says).
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+PIPELINE_STATES = {f"PIPELINE_STATE_{s}": i for i, s in enumerate((
+    "UNSPECIFIED", "QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING",
+    "CANCELLED", "PAUSED"))}
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
                 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -101,7 +110,8 @@ class VertexFake:
             def deco(fn):
                 def handler(req: Request) -> Response:
                     auth = req.header("Authorization") or ""
-                    if not auth.startswith("Bearer ") or not st.token_valid(auth[7:]):
+                    token = auth[7:] if auth.startswith("Bearer ") else ""
+                    if not (st.token_valid(token) or _self_signed_jwt(st, token)):
                         return google_error(401, "Request had invalid authentication "
                                             "credentials. Expected OAuth 2 access token.")
                     try:
@@ -129,7 +139,7 @@ class VertexFake:
             return Response.json({"access_token": st.issue_token(), "token_type": "Bearer",
                                   "expires_in": st.expires_in})
 
-        @api("GET", r"/v1/(?P<op>projects/.+/operations/[0-9]+)")
+        @api("GET", r"/(?:v1|ui)/(?P<op>projects/.+/operations/[0-9]+)")
         def get_operation(req: Request) -> Response:
             return Response.json(operation_json(st.poll_operation(req.match["op"])))
 
@@ -141,7 +151,8 @@ class VertexFake:
         @api("GET", P + r"/(?P<kind>datasets|trainingPipelines|endpoints|models)")
         def list_resources(req: Request) -> Response:
             parent = st.parent(req.match["p"], req.match["l"])
-            items = st.list(req.match["kind"], parent, _q(req, "filter"))
+            items = [_enums(req, item)
+                     for item in st.list(req.match["kind"], parent, _q(req, "filter"))]
             size = int(_q(req, "pageSize") or self.page_size)
             start = int(_q(req, "pageToken") or 0)
             out: dict[str, Any] = {req.match["kind"]: items[start:start + size]}
@@ -164,13 +175,14 @@ class VertexFake:
         @api("POST", P + r"/trainingPipelines")
         def create_pipeline(req: Request) -> Response:
             parent = st.parent(req.match["p"], req.match["l"])
-            return Response.json(st.pipeline_json(st.create_pipeline(parent, _body(req))))
+            return Response.json(_enums(req, st.pipeline_json(st.create_pipeline(parent,
+                                                                                 _body(req)))))
 
         @api("GET", P + r"/trainingPipelines/" + ID)
         def get_pipeline(req: Request) -> Response:
             parent = st.parent(req.match["p"], req.match["l"])
             p = st.pipeline(f"{parent}/trainingPipelines/{req.match['id']}")
-            return Response.json(st.pipeline_json(p))
+            return Response.json(_enums(req, st.pipeline_json(p)))
 
         @api("GET", P + r"/models/" + ID)
         def get_model(req: Request) -> Response:
@@ -218,6 +230,13 @@ class VertexFake:
             })
 
 
+def _enums(req: Request, resource: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline's `state` as its number when the client asked for integer enums."""
+    if "state" in resource and "enum-encoding=int" in _q(req, "$alt"):
+        return {**resource, "state": PIPELINE_STATES[resource["state"]]}
+    return resource
+
+
 def _q(req: Request, key: str) -> str:
     return (req.query.get(key) or [""])[0]
 
@@ -262,13 +281,42 @@ def _predict_request(body: dict[str, Any]) -> tuple[bytes, float, int]:
     return image, float(threshold), int(limit)
 
 
-def _jwt_claims(assertion: str) -> dict[str, Any] | None:
-    parts = assertion.split(".")
-    if len(parts) != 3:
-        return None
+def _b64json(part: str) -> dict[str, Any] | None:
     try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
+        value = json.loads(_b64(part))
     except (binascii.Error, ValueError):
         return None
-    return claims if isinstance(claims, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _jwt_claims(assertion: str) -> dict[str, Any] | None:
+    parts = assertion.split(".")
+    return _b64json(parts[1]) if len(parts) == 3 else None
+
+
+def _self_signed_jwt(st: VertexState, token: str) -> bool:
+    """A service account's self-signed JWT, which Google accepts instead of an access token:
+    RS256-signed by a key it knows (`kid`), for the cloud-platform scope (or an API audience),
+    `iss` = `sub`, not expired."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    parts = token.split(".")
+    header, claims = (_b64json(parts[0]), _b64json(parts[1])) if len(parts) == 3 else (None, None)
+    key = st.public_keys.get(str(header.get("kid"))) if header else None
+    if key is None or claims is None or header.get("alg") != "RS256":
+        return False
+    try:
+        key.verify(_b64(parts[2]), f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(),
+                   hashes.SHA256())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    scoped = CLOUD_PLATFORM in str(claims.get("scope", "")).split() \
+        or str(claims.get("aud", "")).startswith("https://")
+    return scoped and claims.get("iss") == claims.get("sub") \
+        and float(claims.get("exp", 0)) > time.time()
