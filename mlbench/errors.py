@@ -35,8 +35,8 @@ def needs_extra(feature: str, extra: str) -> Iterator[None]:
     try:
         yield
     except ModuleNotFoundError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if not missing or missing == "mlbench":
+        missing = exc.name or ""
+        if not missing or missing.split(".")[0] == "mlbench":
             raise
         raise MissingExtra(feature, missing, extra) from None
 

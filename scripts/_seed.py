@@ -20,15 +20,14 @@ def mlbench(*commands: str) -> None:
     from mlbench.cli import app
 
     for command in commands:
-        try:
-            app(args=[command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]),
-                standalone_mode=False)
-        except click.exceptions.Exit as done:
-            if done.exit_code:
-                sys.exit(done.exit_code)
+        try:  # without standalone mode, click returns an exit status instead of exiting
+            status = app(args=[command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]),
+                         standalone_mode=False)
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        if status:
+            sys.exit(status)
 
 
 def dvc_repro(*targets: str) -> None:

@@ -87,11 +87,21 @@ def in_digits(digits_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return digits_project
 
 
+def _link_images(src: str, dst: str) -> None:
+    """Hard-link the images (many, never edited in place); copy everything else, so a test
+    that edits params.yaml or a CSV in its copy never edits the shared project through the
+    link."""
+    if Path(src).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
 @pytest.fixture
 def digits_copy(digits_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the prepared digits project (data hard-linked), as the cwd."""
+    """A private copy of the prepared digits project (images hard-linked), as the cwd."""
     dest = tmp_path / "proj"
-    shutil.copytree(digits_project, dest, copy_function=os.link,
+    shutil.copytree(digits_project, dest, copy_function=_link_images,
                     ignore=shutil.ignore_patterns("results", "__pycache__"))
     monkeypatch.chdir(dest)
     return dest

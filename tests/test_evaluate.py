@@ -14,9 +14,9 @@ import yaml
 from mlbench import paths
 from mlbench.bench.evaluate import run_evaluation
 from mlbench.bench.train import run_training
+from mlbench.errors import ServiceCallError
 from mlbench.io import read_json
 from mlbench.params import load_params
-from mlbench.errors import ServiceCallError
 from mlbench.services.local.service import LocalService
 
 

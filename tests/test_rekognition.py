@@ -726,6 +726,35 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     assert objects() == stored  # nothing uploaded (or rewritten) again
     assert fake.operations() == calls  # and nothing asked of Rekognition
 
+    # Each service's stages depend on its own package and params block only, and no service
+    # stage on a bucket name: `dvc status` after an edit lists exactly the stages that rerun.
+    def stale_after(path: Path, change) -> set[str]:  # noqa: ANN001 - text -> text
+        original = path.read_text()
+        path.write_text(change(original))
+        try:
+            status = run("dvc", "status", "--json")
+            assert status.returncode == 0, status.stderr[-3000:]
+            return set(json.loads(status.stdout))
+        finally:
+            path.write_text(original)
+
+    def edit(text: str) -> str:
+        return text + "\n# edited\n"
+
+    def rename_bucket(text: str) -> str:
+        data = yaml.safe_load(text)
+        data["buckets"]["aws"] = "another-bucket"
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def stages(svc: str) -> set[str]:
+        return {f"{stage}@{svc}-{DS}" for stage in ("train", "evaluate", "load")}
+
+    code = proj / "mlbench" / "services"
+    assert stale_after(code / "rekognition" / "api.py", edit) == stages("rekognition")
+    assert stale_after(code / "local" / "head.py", edit) == stages("local")
+    assert stale_after(code / "vertex" / "service.py", edit) == set()
+    assert stale_after(proj / "params.yaml", rename_bucket) == {f"export@{DS}"}
+
     stop = run("mlbench", "rekognition", "stop")
     assert stop.returncode == 0, stop.stdout[-3000:] + stop.stderr[-3000:]
     assert version.state.status in ("STOPPING", "STOPPED") and version.stops == 1

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mlbench.core import ImageRef
 from mlbench.data import fetch
 from mlbench.data.sources import get_source
-from mlbench.core import ImageRef
 from mlbench.data.sources.base import FetchContext
 from mlbench.errors import UserError
 from tests.replicas import BUILDERS, MirrorServer, Replica, build

@@ -88,21 +88,21 @@ def open_service(params: Params, name: str, dataset: str, ablation: int) -> Serv
     return service_class(name)(ctx)
 
 
+def _collect(part: str, attr: str) -> dict[str, Any]:
+    """name -> `<attr>` of every service that has a `<part>.py`."""
+    found = {}
+    for name in service_names():
+        module = _part(name, part)
+        if module is not None:
+            found[name] = getattr(module, attr)
+    return found
+
+
 def export_hooks() -> dict[str, Callable[..., int]]:
     """name -> `export` of every service that writes files in the seed's formats."""
-    hooks = {}
-    for name in service_names():
-        module = _part(name, "export")
-        if module is not None:
-            hooks[name] = module.export
-    return hooks
+    return _collect("export", "export")
 
 
 def command_apps() -> dict[str, Any]:
     """name -> the Typer app of every service with vendor commands (`cli.py`)."""
-    apps = {}
-    for name in service_names():
-        module = _part(name, "cli")
-        if module is not None:
-            apps[name] = module.cli
-    return apps
+    return _collect("cli", "cli")
