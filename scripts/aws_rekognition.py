@@ -25,7 +25,6 @@ import os
 import sys
 
 from mlbench.cli_util import run_script
-from mlbench.console import err
 from mlbench.errors import UserError
 
 SERVICE = "rekognition"
@@ -78,20 +77,6 @@ def _service(params, dataset: str, n: int):
     return open_service(params, SERVICE, dataset, n)
 
 
-def _record_given_model(params, dataset: str, n: int, arn: str) -> None:
-    """Write model.json for a model trained elsewhere, so evaluate/load use it."""
-    from mlbench.bench.train import record_model, split_fingerprint
-    from mlbench.data.ablate import load_split
-    from mlbench.data.prepare import manifest_hashes
-
-    with _service(params, dataset, n) as svc:
-        model = svc.adopt(arn)
-        key = split_fingerprint(svc, load_split(dataset, n), manifest_hashes(dataset), arn)
-    record_model(model, key)
-    err.print(f"{SERVICE}/{dataset}/{n}: using {arn} (set rekognition.endpoints.{dataset}.{n} "
-              "in params.yaml to keep it for `dvc repro`)")
-
-
 def run(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     params = _params()
@@ -107,7 +92,9 @@ def run(argv: list[str]) -> None:
         run_training(dataclasses.replace(params, ablation=args.ablation), SERVICE, args.dataset)
     elif args.command in ("invoke", "parallel"):
         if args.arn:
-            _record_given_model(params, args.dataset, args.ablation, args.arn)
+            from mlbench.bench.train import train_given
+
+            params = train_given(params, SERVICE, args.dataset, args.ablation, args.arn)
         if args.command == "invoke":
             from mlbench.bench.evaluate import run_evaluation
 

@@ -54,21 +54,14 @@ def _ablation(params, dataset: str, url: str, given: int | None) -> int:
 
 def run(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
-    from mlbench.bench.train import record_model, split_fingerprint
-    from mlbench.data.ablate import load_split
+    from mlbench.bench.train import train_given
     from mlbench.data.export import load_test_images
-    from mlbench.data.prepare import manifest_hashes
     from mlbench.project import load_checked_params
-    from mlbench.services.registry import open_service
 
     params = load_checked_params()
     load_test_images(args.dataset)  # no test set: say so before calling the endpoint
     n = _ablation(params, args.dataset, args.inference_endpoint, args.ablation)
-    split = load_split(args.dataset, n)
-    with open_service(params, SERVICE, args.dataset, n) as svc:
-        model = svc.adopt(args.inference_endpoint)  # checks it answers
-        key = split_fingerprint(svc, split, manifest_hashes(args.dataset), args.inference_endpoint)
-    record_model(model, key)  # as `mlbench train` would for this endpoint in params.yaml
+    params = train_given(params, SERVICE, args.dataset, n, args.inference_endpoint)
     if args.command == "invoke":
         from mlbench.bench.evaluate import run_evaluation
 

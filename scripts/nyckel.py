@@ -26,7 +26,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from mlbench.cli_util import run_script  # noqa: E402
-from mlbench.console import err  # noqa: E402
 
 SERVICE = "nyckel"
 
@@ -47,19 +46,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _given(params, dataset: str, n: int, function_id: str):
-    """`params` with `function_id` as the hand-given function of (dataset, n), n selected."""
-    from mlbench.project import parse_checked_params
-
-    block = dict(params.section(SERVICE))
-    endpoints = {ds: dict(sizes) for ds, sizes in (block.get("endpoints") or {}).items()}
-    endpoints.setdefault(dataset, {})[n] = function_id
-    err.print(f"{SERVICE}/{dataset}/{n}: using {function_id} (set "
-              f"{SERVICE}.endpoints.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
-    return parse_checked_params({**params.raw, "ablation": n,
-                                 SERVICE: {**block, "endpoints": endpoints}})
-
-
 def run(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     from mlbench.services.nyckel.cli import cli
@@ -72,13 +58,13 @@ def run(argv: list[str]) -> None:
         if status:  # the command already printed its one-line error
             raise SystemExit(status)
         return
-    from mlbench.bench.train import run_training
+    from mlbench.bench.train import train_given
     from mlbench.data.export import load_test_images
     from mlbench.project import load_checked_params
 
     load_test_images(args.dataset)  # no test set: say so before recording anything
-    params = _given(load_checked_params(), args.dataset, args.ablation, args.function_id)
-    run_training(params, SERVICE, args.dataset)  # records the function's model.json
+    params = train_given(load_checked_params(), SERVICE, args.dataset, args.ablation,
+                         args.function_id)
     if args.command == "invoke":
         from mlbench.bench.evaluate import run_evaluation
 

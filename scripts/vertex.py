@@ -54,19 +54,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _given(params, dataset: str, n: int, project: str, endpoint: str):  # noqa: ANN001, ANN202
-    """`params` with the endpoint as the hand-given one of (dataset, n), n selected."""
-    from mlbench.project import parse_checked_params
-
-    block = dict(params.section(SERVICE))
-    endpoints = {ds: dict(sizes) for ds, sizes in (block.get("endpoints") or {}).items()}
-    endpoints.setdefault(dataset, {})[n] = endpoint
-    err.print(f"{SERVICE}/{dataset}/{n}: using endpoint {endpoint} (set vertex.project and "
-              f"vertex.endpoints.{dataset}.{n} in params.yaml to keep it for `dvc repro`)")
-    return parse_checked_params({**params.raw, "ablation": n, SERVICE: {
-        **block, "project": project, "endpoints": endpoints}})
-
-
 def run(argv: list[str]) -> None:
     from mlbench.project import load_checked_params
 
@@ -99,11 +86,10 @@ def run(argv: list[str]) -> None:
         if (args.project_id is None) != (args.endpoint_id is None):
             raise UserError("give both <project_id> and <endpoint_id>, or neither")
         if args.project_id:
-            from mlbench.bench.train import run_training
+            from mlbench.bench.train import train_given
 
-            params = _given(params, args.dataset, args.ablation, args.project_id,
-                            args.endpoint_id)
-            run_training(params, SERVICE, args.dataset)  # records the endpoint's model.json
+            params = train_given(params, SERVICE, args.dataset, args.ablation, args.endpoint_id,
+                                 project=args.project_id)
         if args.command == "invoke":
             from mlbench.bench.evaluate import run_evaluation
 

@@ -8,6 +8,9 @@ fingerprint of those inputs.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from mlbench import paths
 from mlbench.bench.runs import fingerprint, selected_sizes
 from mlbench.console import err
@@ -60,3 +63,19 @@ def run_training(params: Params, service: str, ds: str) -> list[ModelRef]:
         err.print(f"{service}/{ds}/{n}: trained in {secs}")
         models.append(model)
     return models
+
+
+def train_given(params: Params, service: str, ds: str, n: int, given: str,
+                **settings: Any) -> Params:
+    """Record the model of a resource made by hand for one ablation, as if params.yaml named it
+    `<service>.endpoints.<ds>.<n>` (with `settings` in the service's block); the params that
+    do, with `ablation: n`. The seed scripts' "benchmark this endpoint" path."""
+    block = dict(params.section(service))
+    endpoints = {d: dict(sizes) for d, sizes in (block.get("endpoints") or {}).items()}
+    endpoints.setdefault(ds, {})[n] = given
+    params = dataclasses.replace(params, ablation=n, raw={
+        **params.raw, "ablation": n, service: {**block, **settings, "endpoints": endpoints}})
+    err.print(f"{service}/{ds}/{n}: using {given} (set {service}.endpoints.{ds}.{n} in "
+              "params.yaml to keep it for `dvc repro`)")
+    run_training(params, service, ds)
+    return params
