@@ -51,6 +51,15 @@ def _known(dataset: str) -> str:
 
 @app.command()
 @one_line_errors
+def check() -> None:
+    """Validate params.yaml (every key, name and service block); the pipeline's first stage,
+    so a typo fails `dvc repro` at once instead of being ignored."""
+    params = _params()
+    err.print(f"params.yaml: ok ({', '.join(params.services)} x {', '.join(params.datasets)})")
+
+
+@app.command()
+@one_line_errors
 def fetch(dataset: Dataset) -> None:
     """Get the dataset from its source (or built-in generator) into data/<ds>/raw/."""
     from mlbench import paths

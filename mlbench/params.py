@@ -7,6 +7,8 @@ traceback deep inside a stage.
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,10 @@ from mlbench import paths
 from mlbench.errors import UserError
 
 LOAD_MODES = ("batch", "sustained")
+#: Every top-level key params.yaml may hold besides the services' own blocks.
+CORE_KEYS = ("datasets", "ablations", "ablation", "seed", "val_fraction", "test_per_class",
+             "max_side", "buckets", "services", "load", "evaluate", "sources")
+BUCKET_KEYS = ("google", "aws", "azure")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,12 @@ class LoadParams:
     concurrency: int = 10
     mode: Literal["batch", "sustained"] = "batch"
     timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    #: Score again, on a rerun, the images whose call failed last time (error rows).
+    retry_errors: bool = True
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Params:
     buckets: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = ("local",)
     load: LoadParams = field(default_factory=LoadParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +77,31 @@ class Params:
 
 def _fail(key: str, allowed: str, value: Any) -> UserError:
     return UserError(f"params.yaml: {key}: {allowed}, got {value!r}")
+
+
+def unknown_key(where: str, key: Any, known: Iterable[str], word: str = "key") -> UserError:
+    """A typo is an error, never silently ignored: name the nearest valid key."""
+    options = sorted(known)
+    near = difflib.get_close_matches(str(key), options, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return UserError(f"params.yaml: {where}{key}: unknown {word}; {hint}use one of "
+                     f"{', '.join(options)}")
+
+
+def check_keys(where: str, mapping: Mapping[str, Any], known: Iterable[str],
+               word: str = "key") -> None:
+    """Refuse the first key of `mapping` not in `known` (`where`: its prefix, e.g. `load.`)."""
+    options = set(known)
+    for key in mapping:
+        if key not in options:
+            raise unknown_key(where, key, options, word)
+
+
+def _number(key: str, value: Any) -> float:
+    """A finite number (`.inf` and `.nan` are YAML numbers, but never a valid setting)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(key, "must be a finite number", value)
+    return value
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -92,14 +130,17 @@ def _name_list(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_params(data: dict[str, Any]) -> Params:
+def parse_params(data: dict[str, Any], extra_keys: Iterable[str] | None = None) -> Params:
     """Validate a params mapping (as read from YAML) into `Params`.
 
     This checks the shape of every key; which dataset and service names exist, and each
-    service's own block, are checked by `mlbench.project`, which knows what is installed.
+    service's own block, are checked by `mlbench.project`, which knows what is installed and
+    passes the services' block names as `extra_keys` (None: top-level keys are not checked).
     """
     if not isinstance(data, dict):
         raise UserError("params.yaml: must be a mapping of keys to values")
+    if extra_keys is not None:
+        check_keys("", data, (*CORE_KEYS, *extra_keys))
     defaults = Params()
 
     datasets = _name_list("datasets", data.get("datasets", list(defaults.datasets)))
@@ -120,9 +161,7 @@ def parse_params(data: dict[str, Any]) -> Params:
         raise _fail("seed", "must be a non-negative integer", seed)
 
     val_fraction = data.get("val_fraction", defaults.val_fraction)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
-        0 <= val_fraction < 1
-    ):
+    if not 0 <= _number("val_fraction", val_fraction) < 1:
         raise _fail("val_fraction", "must be a number in [0, 1)", val_fraction)
 
     test_per_class = _int_or_all("test_per_class", data.get("test_per_class", "all"))
@@ -133,20 +172,30 @@ def parse_params(data: dict[str, Any]) -> Params:
         isinstance(k, str) and isinstance(v, str) for k, v in buckets.items()
     ):
         raise _fail("buckets", "must map google/aws/azure to bucket names", buckets)
+    check_keys("buckets.", buckets, BUCKET_KEYS)
 
     services = _name_list("services", data.get("services", list(defaults.services)))
 
     load_raw = data.get("load") or {}
     if not isinstance(load_raw, dict):
         raise _fail("load", "must be a mapping", load_raw)
+    check_keys("load.", load_raw, LoadParams.__dataclass_fields__)
     calls = _positive_int("load.calls", load_raw.get("calls", LoadParams.calls))
     concurrency = _positive_int("load.concurrency", load_raw.get("concurrency", 10))
     mode = load_raw.get("mode", LoadParams.mode)
     if mode not in LOAD_MODES:
         raise _fail("load.mode", f"must be one of {', '.join(LOAD_MODES)}", mode)
     timeout = load_raw.get("timeout", LoadParams.timeout)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if _number("load.timeout", timeout) <= 0:
         raise _fail("load.timeout", "must be a positive number of seconds", timeout)
+
+    evaluate_raw = data.get("evaluate") or {}
+    if not isinstance(evaluate_raw, dict):
+        raise _fail("evaluate", "must be a mapping", evaluate_raw)
+    check_keys("evaluate.", evaluate_raw, EvaluateParams.__dataclass_fields__)
+    retry_errors = evaluate_raw.get("retry_errors", EvaluateParams.retry_errors)
+    if not isinstance(retry_errors, bool):
+        raise _fail("evaluate.retry_errors", "must be true or false", retry_errors)
 
     sources = data.get("sources") or {}
     if not isinstance(sources, dict) or not all(
@@ -165,22 +214,53 @@ def parse_params(data: dict[str, Any]) -> Params:
         buckets=dict(buckets),
         services=services,
         load=LoadParams(calls=calls, concurrency=concurrency, mode=mode, timeout=float(timeout)),
+        evaluate=EvaluateParams(retry_errors=retry_errors),
         sources={k: dict(v or {}) for k, v in sources.items()},
         raw=data,
     )
 
 
-def load_params(path: Path = paths.PARAMS_FILE) -> Params:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain
+    YAML keeps the last value silently, so a second `seed:` further down would win unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first[key] + 1}); keep "
+                    "one", key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; a one-line `UserError` for bytes that are not UTF-8, a key
+    given twice, or broken syntax (with the line)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                        f"{exc.start}); save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        detail = problem if problem.startswith("duplicate key") else \
+            f"is not valid YAML ({problem}); fix the syntax"
+        raise UserError(f"{path}:{where} {detail}") from None
+
+
+def load_params(path: Path = paths.PARAMS_FILE, extra_keys: Iterable[str] | None = None
+                ) -> Params:
     """Read and validate `params.yaml` (defaults for every missing key)."""
     if not path.exists():
         raise UserError(f"{path}: not found; run mlbench from the project root (beside dvc.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML; fix the syntax") from exc
-    return parse_params(data)
+    return parse_params(read_yaml(path) or {}, extra_keys)
 
 
 class SettingsBlock:
@@ -196,11 +276,7 @@ class SettingsBlock:
         self.raw: Mapping[str, Any] = raw or {}
         if not isinstance(self.raw, Mapping):
             raise UserError(f"params.yaml: {block}: must be a mapping of settings, got {raw!r}")
-        names = sorted(known)
-        unknown = sorted(set(self.raw) - set(names))
-        if unknown:
-            raise UserError(f"params.yaml: {block}.{unknown[0]}: unknown setting; use one of "
-                            f"{', '.join(names)}")
+        check_keys(f"{block}.", self.raw, known, word="setting")
 
     def fail(self, key: str, allowed: str, value: Any) -> UserError:
         return UserError(f"params.yaml: {self.block}.{key}: {allowed}, got {value!r}")
@@ -210,7 +286,7 @@ class SettingsBlock:
         """A number in [lo, hi] (or (lo, hi] with `lo_open`; no upper bound when hi is None)."""
         value = self.raw.get(key, default)
         kind = int if integer else int | float
-        ok = (not isinstance(value, bool) and isinstance(value, kind)
+        ok = (not isinstance(value, bool) and isinstance(value, kind) and math.isfinite(value)
               and (lo < value if lo_open else lo <= value) and (hi is None or value <= hi))
         if not ok:
             what = "an integer" if integer else "a number"

@@ -118,3 +118,19 @@ def test_upload_folders_and_autotrain_zips(digits_copy):
         names = zf.namelist()
     assert sorted(names) == sorted(f"{r.class_name}/{r.name}" for r in split.train)
     assert all(n.count("/") == 1 for n in names)  # one folder per class, nothing else
+
+
+def test_a_class_only_in_the_test_split_is_left_out_with_a_warning(digits_copy, capsys):
+    """It gave a KeyError in `testsets` (and a half-written tests/ folder): no model can learn a
+    class without training images, so every service is scored without it."""
+    from mlbench.data.export import write_test_table
+
+    manifest = Path("data/digits/manifest.csv")
+    rows = manifest.read_text().splitlines()
+    extra = [f"data/digits/test/ghost/g{i}.png,g{i}.png,ghost,test,{i:064x},8,8"
+             for i in range(3)]
+    manifest.write_text("\n".join([*rows, *extra]) + "\n")
+    assert write_test_table("digits", None, 0) == 450
+    assert "class 'ghost' has 3 test image(s) but no training image" in capsys.readouterr().err
+    export_all("digits", {}, export_hooks())
+    assert "ghost" not in paths.test_csv("digits", "vertex").read_text()

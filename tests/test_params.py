@@ -86,7 +86,8 @@ def test_broken_yaml_is_a_user_error(tmp_path):
 def test_service_settings_blocks_read_the_same_way():
     from mlbench.params import SettingsBlock
 
-    with pytest.raises(UserError, match=r"^params.yaml: nyckel.tokn: unknown setting; use one of"):
+    with pytest.raises(UserError, match=r"^params.yaml: nyckel.tokn: unknown setting; did you mean "
+                                        r"'token'\? use one of rps, token$"):
         SettingsBlock("nyckel", {"tokn": 1}, ["token", "rps"])
     block = SettingsBlock("vertex", {"rps": 0, "on": "yes", "n": 2.5, "ids": [1]},
                           ["rps", "on", "n", "ids", "name"])
@@ -120,3 +121,56 @@ def test_a_disabled_services_block_is_still_validated():
     """A typo in a block not (yet) in `services:` must not wait for the day it is enabled."""
     with pytest.raises(UserError, match="^params.yaml: nyckel.rps:"):
         parse_checked_params({"services": ["local"], "nyckel": {"rps": 1000}})
+
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"ablaton": 500}, "ablaton: unknown key; did you mean 'ablation'?"),
+    ({"local": {"featurs": "hog"}}, "local.featurs: unknown setting; did you mean 'features'?"),
+    ({"load": {"typo": 1}}, "load.typo: unknown key; use one of"),
+    ({"load": {"concurency": 4}}, "load.concurency: unknown key; did you mean 'concurrency'?"),
+    ({"buckets": {"gogle": "b"}}, "buckets.gogle: unknown key; did you mean 'google'?"),
+    ({"sources": {"digits": {"urll": "http://x"}}}, "sources.digits.urll: unknown key"),
+    ({"sources": {"fod": {"url": "http://x"}}}, "sources.fod: unknown key; did you mean 'food'?"),
+    ({"evaluate": {"retry_error": False}}, "evaluate.retry_error: unknown key; did you mean"),
+    ({"services": ["rekognitoin"]}, "services: unknown name 'rekognitoin'; did you mean "
+                                    "'rekognition'?"),
+])
+def test_unknown_keys_anywhere_name_the_nearest_valid_key(data, message):
+    """A typo must never be silently ignored (`ablaton: 500` once ran as "up to date")."""
+    with pytest.raises(UserError) as exc:
+        parse_checked_params(data)
+    assert str(exc.value).startswith(f"params.yaml: {message}")
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seed: 1\nablation: 20\nseed: 2\n", "line 3: duplicate key 'seed' (first on line 1)"),
+    ("load:\n  calls: 5\n  calls: 6\n", "line 3: duplicate key 'calls' (first on line 2)"),
+    ("load: {timeout: .inf}\n", "load.timeout: must be a finite number, got inf"),
+    ("val_fraction: .nan\n", "val_fraction: must be a finite number"),
+    ("local: {image_size: .inf}\n", "local.image_size: must be an integer"),
+    ("seed: 1\ndatasets: [digits\n", "is not valid YAML"),
+])
+def test_duplicate_keys_and_non_finite_numbers_are_refused(tmp_path, text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError) as exc:
+        load_checked_params(f)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_params_that_are_not_utf8_are_one_line(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_bytes("seed: 0\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"params.yaml: not UTF-8 text \(byte 0xe9 at offset "
+                                        r"13\); save it as UTF-8"):
+        load_params(f)
+
+
+def test_evaluate_block_defaults_to_retrying_error_rows():
+    assert parse_checked_params({}).evaluate.retry_errors is True
+    assert parse_checked_params({"evaluate": {"retry_errors": False}}).evaluate.retry_errors \
+        is False
+    with pytest.raises(UserError, match="evaluate.retry_errors: must be true or false"):
+        parse_checked_params({"evaluate": {"retry_errors": "no"}})

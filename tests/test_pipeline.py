@@ -106,7 +106,8 @@ def test_renaming_the_aws_bucket_reruns_no_stage_of_the_local_service(repro):
         return yaml.safe_dump(data, sort_keys=False)
 
     status = _status_after(repro, repro / "params.yaml", rename)
-    assert set(status) == {"export@digits"}  # only the files that name the bucket
+    # `check` validates every params change; then only the files that name the bucket
+    assert set(status) == {"check", "export@digits"}
 
 
 @pytest.mark.slow
@@ -118,6 +119,23 @@ def test_editing_one_service_reruns_only_that_services_stages(repro):
     assert set(status) == {"train@local-digits", "evaluate@local-digits", "load@local-digits"}
     status = _status_after(repro, repro / "mlbench/services/vertex/export.py", comment)
     assert set(status) == {"export@digits"}  # the seed files in Vertex's format, no service
+
+
+@pytest.mark.slow
+def test_a_mistyped_key_fails_the_run_instead_of_being_ignored(repro):
+    def typo(text: str) -> str:
+        return text + "ablaton: 500\n"
+
+    params = repro / "params.yaml"
+    original = params.read_text()
+    params.write_text(typo(original))
+    try:
+        proc = run(["dvc", "repro"], repro, check=False)
+    finally:
+        params.write_text(original)
+    assert proc.returncode != 0
+    assert "params.yaml: ablaton: unknown key; did you mean 'ablation'?" in proc.stderr
+    assert "Running stage 'check'" in proc.stdout
 
 
 @pytest.mark.slow

@@ -753,7 +753,7 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     assert stale_after(code / "rekognition" / "api.py", edit) == stages("rekognition")
     assert stale_after(code / "local" / "head.py", edit) == stages("local")
     assert stale_after(code / "vertex" / "service.py", edit) == set()
-    assert stale_after(proj / "params.yaml", rename_bucket) == {f"export@{DS}"}
+    assert stale_after(proj / "params.yaml", rename_bucket) == {"check", f"export@{DS}"}
 
     stop = run("mlbench", "rekognition", "stop")
     assert stop.returncode == 0, stop.stdout[-3000:] + stop.stderr[-3000:]

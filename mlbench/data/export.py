@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlbench import paths
+from mlbench.console import warn
 from mlbench.core import AblationSplit, ImageRef
 from mlbench.data.ablate import load_table, splits_of
 from mlbench.data.prepare import read_classes
@@ -89,12 +90,22 @@ def export_all(ds: str, buckets: Mapping[str, str],
 
 
 def test_pairs(ds: str, per_class: int | None, seed: int) -> list[tuple[str, str]]:
-    """(filename, class) of the test set: all test images, or `per_class` of each, seeded."""
+    """(filename, class) of the test set: all test images, or `per_class` of each, seeded.
+
+    A class with test images but no training image (so no model can learn it) is left out,
+    with a warning: every service is scored on the same classes it could have learnt.
+    """
     f = paths.manifest_file(ds)
     if not f.exists():
         raise UserError(f"{f}: missing; run `mlbench prepare {ds}` first")
     manifest = pd.read_csv(f, dtype=str, keep_default_na=False)
     test = manifest[manifest["split"] == "test"]
+    learnt = set(read_classes(ds))
+    for cls, count in test[~test["class"].isin(learnt)]["class"].value_counts().sort_index()\
+            .items():
+        warn(f"{ds}: class {cls!r} has {count} test image(s) but no training image: left out "
+             "of the test set")
+    test = test[test["class"].isin(learnt)]
     if test.empty:
         raise UserError(f"{ds}: the test split is empty; see {paths.rejected_file(ds)}")
     chosen = []
