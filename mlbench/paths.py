@@ -68,13 +68,14 @@ def ablation_csv(ds: str, split: str, n: int, fmt: str = "") -> Path:
     return ablations_dir(ds) / f"{ds}_{split}{infix}_{n}.csv"
 
 
-def tests_dir(ds: str) -> Path:
-    """Output of `export`: the test set in every service's format."""
-    return DATA / ds / "tests"
-
-
 def test_csv(ds: str, fmt: str) -> Path:
-    return tests_dir(ds) / f"{ds}_test_{fmt}.csv"
+    """Output of `export`: the test set in one service's format, where the seed kept it
+    (`data/<ds>/<ds>_test_nyckel.csv`, ...)."""
+    return DATA / ds / f"{ds}_test_{fmt}.csv"
+
+
+#: The formats of the seed's test files (`test_csv`), each an output of `export` in dvc.yaml.
+TEST_FORMATS = ("nyckel", "hg", "vertex", "aws", "azure")
 
 
 def uploads_dir(ds: str) -> Path:
@@ -140,8 +141,34 @@ def throughput_summary(svc: str, ds: str, n: int) -> Path:
     return loads_dir(svc, ds) / str(n) / "summary.json"
 
 
-def metrics_json() -> Path:
-    return RESULTS / "metrics.json"
+def metrics_dir() -> Path:
+    """`dvc metrics show` rows: `<svc>-<ds>.json`, the accuracy at each ablation."""
+    return RESULTS / "metrics"
+
+
+def mean_accuracy_dir() -> Path:
+    """`dvc metrics show` headline rows: `<svc>.json`, mean accuracy across datasets."""
+    return RESULTS / "mean-accuracy"
+
+
+def benchmark_data_csv() -> Path:
+    """This run in the seed's published table format (one row per run)."""
+    return RESULTS / "benchmark-data.csv"
+
+
+def throughputs_csv() -> Path:
+    """This run in the seed's throughputs format (seconds for 1,000 calls, per service)."""
+    return RESULTS / "throughputs.csv"
+
+
+def seed_results_dir() -> Path:
+    """Per-image results under the seed's names: `<ds>-<seed svc>-results-<n>.csv`."""
+    return RESULTS / "seed"
+
+
+def report_html() -> Path:
+    """The self-contained page of the whole run (figures embedded)."""
+    return RESULTS / "report.html"
 
 
 def summary_csv() -> Path:

@@ -20,12 +20,15 @@ def _by_size(pool, sizes, seed, vf):
 
 
 @settings(max_examples=60, deadline=None)
-@given(pool=pools, seed=st.integers(0, 10_000), vf=st.sampled_from([0.0, 0.2, 0.5]))
+@given(pool=pools, seed=st.integers(0, 10_000),
+       vf=st.sampled_from([0.0, 0.1, 0.2, 1 / 3, 0.5, 0.75]))
 def test_ablations_are_nested_stratified_and_disjoint(pool, seed, vf):
     smallest = min(len(v) for v in pool.values())
-    sizes = sorted({s for s in (1, 2, 5, 10, 20, 40) if s <= smallest})
+    sizes = sorted({s for s in (1, 2, 3, 5, 7, 10, 20, 40) if s <= smallest})
     rows = _by_size(pool, sizes, seed, vf)
     previous: set[str] = set()
+    previous_train: set[str] = set()
+    previous_val: set[str] = set()
     for n in sizes:
         files = [f for _, f, _ in rows[n]]
         assert len(files) == len(set(files))
@@ -38,9 +41,11 @@ def test_ablations_are_nested_stratified_and_disjoint(pool, seed, vf):
         val = {f for s, f, _ in rows[n] if s == "val"}
         assert not train & val
         assert len(val) == len(pool) * val_count(n, vf)
-        # nested: every image of a smaller ablation is in the larger one
+        # nested: every image of a smaller ablation is in the larger one, in the same part (the
+        # seed's own tests check that train is nested, not only train + val)
         assert previous <= set(files)
-        previous = set(files)
+        assert previous_train <= train and previous_val <= val
+        previous, previous_train, previous_val = set(files), train, val
 
 
 @settings(max_examples=30, deadline=None)

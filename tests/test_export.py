@@ -22,26 +22,27 @@ def _csv(path: Path) -> list[list[str]]:
         return list(csv.reader(fh))
 
 
-def test_nine_csv_files_two_manifests_and_two_zips_per_size(in_digits):
+def test_the_seeds_eleven_files_per_size_and_the_api_files_beside_them(in_digits):
     names = {p.name for p in paths.ablations_dir("digits").iterdir()}
     for n in (5, 20, 80):
         expected = {f"digits_{s}_{n}.csv" for s in ("train", "val")}
         expected |= {f"digits_{s}_{f}_{n}.csv" for s in ("train", "val")
-                     for f in ("vertex", "hg", "aws")}
+                     for f in ("vertex", "hg", "aws", "azure")}
         expected |= {f"digits_train_nyckel_{n}.csv"}
-        assert len(expected) == 9 and expected <= names
+        assert len(expected) == 11 and expected <= names
         assert {f"digits_train_aws_{n}.manifest", f"digits_val_aws_{n}.manifest"} <= names
         assert {f"autotrain_train_{n}.zip", f"autotrain_val_{n}.zip"} <= names
+        assert f"digits_vertex_import_{n}.csv" in names
     assert not any("_320" in n for n in names)
-    assert len(names) == 3 * 13
+    assert len(names) == 3 * 16
 
 
 def test_a_bucket_rename_changes_only_that_clouds_files(digits_copy):
     """Why renaming `buckets.aws` reruns no service stage: only the exported files name it."""
     def snapshot() -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for folder in (paths.ablations_dir("digits"),
-                                                     paths.tests_dir("digits"))
-                for p in sorted(folder.iterdir())}
+        files = [*paths.ablations_dir("digits").iterdir(),
+                 *(paths.test_csv("digits", fmt) for fmt in paths.TEST_FORMATS)]
+        return {p.name: p.read_bytes() for p in sorted(files)}
 
     before = snapshot()
     export_all("digits", {"google": "gbucket", "aws": "renamed-bucket"}, export_hooks())
@@ -52,26 +53,32 @@ def test_a_bucket_rename_changes_only_that_clouds_files(digits_copy):
                        for n in (5, 20, 80)}
 
 
-def test_generic_hf_nyckel_and_aws_files_match_the_split(in_digits):
+def test_generic_hf_nyckel_aws_azure_and_vertex_files_match_the_split(in_digits):
+    """The seed's formats, exactly: generic, Nyckel and AWS rows with no header line; Hugging
+    Face's and Azure ML's with theirs; Vertex's and Azure's with the bucket folder first."""
     split = load_split("digits", 20)
     train = [[r.name, r.class_name] for r in split.train]
     val = [[r.name, r.class_name] for r in split.val]
-    assert _csv(paths.ablation_csv("digits", "train", 20)) == [["filename", "class"], *train]
-    assert _csv(paths.ablation_csv("digits", "val", 20)) == [["filename", "class"], *val]
+    assert _csv(paths.ablation_csv("digits", "train", 20)) == train
+    assert _csv(paths.ablation_csv("digits", "val", 20)) == val
     assert _csv(paths.ablation_csv("digits", "train", 20, "hg")) == [["file", "label"], *train]
-    assert _csv(paths.ablation_csv("digits", "train", 20, "aws"))[1:] == train
+    assert _csv(paths.ablation_csv("digits", "train", 20, "aws")) == train
     # Nyckel cross-validates itself: one file with train + val
-    assert _csv(paths.ablation_csv("digits", "train", 20, "nyckel"))[1:] == train + val
+    assert _csv(paths.ablation_csv("digits", "train", 20, "nyckel")) == train + val
+    assert _csv(paths.ablation_csv("digits", "val", 20, "vertex")) == [
+        [f"gs://gbucket/val_uploads/{f}", c] for f, c in val]
+    assert _csv(paths.ablation_csv("digits", "train", 20, "azure")) == [
+        ["image_url", "label"], *([f"azureml://training_uploads/{f}", c] for f, c in train)]
 
 
-def test_vertex_import_rows(in_digits):
-    rows = _csv(paths.ablation_csv("digits", "train", 5, "vertex"))
-    val_rows = _csv(paths.ablation_csv("digits", "val", 5, "vertex"))
+def test_vertex_api_import_file(in_digits):
+    """What Vertex's API imports (its own name beside the seed's files): ml_use first, labels
+    Vertex accepts, train + val + test of the ablation."""
+    rows = _csv(paths.ablations_dir("digits") / "digits_vertex_import_5.csv")
     labels = set(vertex_label_map(paths.classes_file("digits").read_text().split()).values())
-    assert rows and all(r[0] == "training" for r in rows)
-    assert val_rows and all(r[0] == "validation" for r in val_rows)
-    for _use, uri, label in rows + val_rows:
-        assert re.fullmatch(r"gs://gbucket/(training|val)_uploads/[\w.-]+", uri)
+    assert [r[0] for r in rows] == ["training"] * 40 + ["validation"] * 10 + ["test"] * 450
+    for _use, uri, label in rows:
+        assert re.fullmatch(r"gs://gbucket/(training|val|test)_uploads/[\w.-]+", uri)
         assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", label) and label in labels
 
 
@@ -95,10 +102,13 @@ def test_test_sets_cover_the_test_split_for_every_service(in_digits):
     tests = load_test_images("digits")
     assert len(tests) == 450 and all(t.split == "test" and t.path.exists() for t in tests)
     assert _csv(paths.test_table("digits"))[1:] == [[t.name, t.class_name] for t in tests]
-    for fmt in ("local", "nyckel", "hg", "aws"):
-        assert len(_csv(paths.test_csv("digits", fmt))) == 451
-    vertex = _csv(paths.test_csv("digits", "vertex"))
-    assert all(r[0] == "test" and r[1].startswith("gs://gbucket/test_uploads/") for r in vertex)
+    rows = [[t.name, t.class_name] for t in tests]
+    assert _csv(paths.test_csv("digits", "nyckel")) == rows  # data/digits/digits_test_nyckel.csv
+    assert _csv(paths.test_csv("digits", "aws")) == rows
+    assert _csv(paths.test_csv("digits", "hg")) == [["image_url", "label"], *rows]
+    assert _csv(paths.test_csv("digits", "vertex")) == [
+        [f"gs://gbucket/test_uploads/{f}", c] for f, c in rows]
+    assert len(_csv(paths.test_csv("digits", "azure"))) == 451
 
 
 def test_test_per_class_limits_and_is_seeded(digits_copy):
@@ -134,3 +144,9 @@ def test_a_class_only_in_the_test_split_is_left_out_with_a_warning(digits_copy, 
     assert "class 'ghost' has 3 test image(s) but no training image" in capsys.readouterr().err
     export_all("digits", {}, export_hooks())
     assert "ghost" not in paths.test_csv("digits", "vertex").read_text()
+
+
+def test_the_seed_files_pass_the_seeds_own_rules(in_digits):
+    from tests.seed_rules import check_seed_files
+
+    check_seed_files(in_digits, "digits", [5, 20, 80], 10, "gbucket")

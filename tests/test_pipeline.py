@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_project
+from tests.seed_rules import check_seed_files
 
 GIT = ["git", "-c", "user.name=mlbench test", "-c", "user.email=test@mlbench.local"]
 
@@ -43,12 +44,13 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
         ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
     assert (data / "manifest.csv").exists() and (data / "rejected.csv").exists()
     assert len((data / "ablations.csv").read_text().splitlines()) == 1 + 10 * (5 + 20 + 80)
-    csvs = [p.name for p in (data / "ablations").glob("*.csv")]
-    assert len(csvs) == 27  # 9 formats x the 3 sizes digits can give (5, 20, 80)
-    tests = list((data / "tests").glob("digits_test_*.csv"))
+    csvs = [p.name for p in (data / "ablations").glob("digits_*_?*_[0-9]*.csv")]
+    assert len(csvs) == 3 * 12  # the seed's 11 formats + Vertex's import file x (5, 20, 80)
+    tests = list(data.glob("digits_test_*.csv"))
     assert len(tests) == 5
     assert len((data / "test.csv").read_text().splitlines()) == 301
-    assert len((data / "tests" / "digits_test_local.csv").read_text().splitlines()) == 301
+    assert len((data / "digits_test_nyckel.csv").read_text().splitlines()) == 300
+    check_seed_files(repro, "digits", [5, 20, 80], 10, "mlbench-images")
     assert (data / "uploads" / "training_uploads_80").is_dir()
 
     metrics = json.loads((repro / "results" / "metrics.json").read_text())["local"]["digits"]

@@ -271,18 +271,22 @@ def test_upload_sends_exactly_the_ablation_and_test_images_and_a_rerun_sends_not
     assert fake.state.created == uploaded
 
 
-def test_uploaded_import_file_equals_the_exported_seed_files(fake: VertexFake, gcs) -> None:
-    """The file Vertex imports is the seed's train + val + test files of the ablation."""
+def test_uploaded_import_file_equals_the_exported_files(fake: VertexFake, gcs) -> None:
+    """The file Vertex imports is exported beside the seed's files, byte for byte, and holds
+    the same images as the seed's train + val + test files of the ablation."""
     split, tests = make_data()
     with service(fake) as svc:
         svc.upload(split)
     target = ExportTarget(DS, split.classes, {5: split}, tuple(tests), {"google": BUCKET})
-    assert vertex_export.export(target) == 3
-    exported = "".join(p.read_text() for p in (
+    assert vertex_export.export(target) == 4
+    uploaded = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_5.csv").download_as_text()
+    assert uploaded == vertex_export.import_file_path(DS, 5).read_text()
+    seed = "".join(p.read_text() for p in (
         paths.ablation_csv(DS, "train", 5, "vertex"), paths.ablation_csv(DS, "val", 5, "vertex"),
         paths.test_csv(DS, "vertex")))
-    uploaded = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_5.csv").download_as_text()
-    assert uploaded == exported and uploaded.count("\n") == len(split.all) + len(tests)
+    assert [row.split(",")[1] for row in uploaded.splitlines()] == \
+        [row.split(",")[0] for row in seed.splitlines()]
+    assert uploaded.count("\n") == len(split.all) + len(tests)
 
 
 def test_a_crash_while_creating_the_dataset_resumes_its_recorded_operation(
@@ -879,11 +883,9 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
                 | {f"imports/{DS}_vertex_{n}.csv"})
     uploaded = objects(gcs)
     assert set(uploaded) == expected
-    # what Vertex imported is the seed's three files of the ablation, as `export` wrote them
-    seed_files = [data / "ablations" / f"{DS}_{s}_vertex_{n}.csv" for s in ("train", "val")]
+    # what Vertex imported is the import file `export` wrote beside the seed's files
     imported = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_{n}.csv").download_as_text()
-    assert imported == "".join(f.read_text() for f in (
-        *seed_files, data / "tests" / f"{DS}_test_vertex.csv"))
+    assert imported == (data / "ablations" / f"{DS}_vertex_import_{n}.csv").read_text()
 
     second_run = repro()
     assert "Running stage" not in second_run.stdout, second_run.stdout[-3000:]

@@ -9,7 +9,6 @@ one, and adding a size never changes the files of the others. Test images are ne
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -52,15 +51,19 @@ def class_order(files: list[str], seed: int, class_name: str) -> list[str]:
     return order
 
 
-def _val_key(seed: int, filename: str) -> str:
-    return hashlib.sha256(f"{seed}/val/{filename}".encode()).hexdigest()
-
-
 def val_count(n: int, val_fraction: float) -> int:
     """Images per class held out for validation: round(n * f), at least 1 and at most n - 1."""
     if val_fraction <= 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(n * val_fraction)))
+
+
+def role(k: int, val_fraction: float) -> str:
+    """`val` or `train` for the k-th image (1-based) of a class's order: val exactly where the
+    val count steps up, so every prefix of length n holds `val_count(n)` val images and a
+    smaller ablation's train and val images are in a larger one's train and val (the seed's
+    `test_ablations_are_cumulative` checks train is nested, not only train + val)."""
+    return "val" if val_count(k, val_fraction) > val_count(k - 1, val_fraction) else "train"
 
 
 def sample(
@@ -70,8 +73,7 @@ def sample(
     rows = []
     for cls in sorted(pool):
         chosen = class_order(pool[cls], seed, cls)[:n]
-        val = set(sorted(chosen, key=lambda f: _val_key(seed, f))[: val_count(n, val_fraction)])
-        rows += [("val" if f in val else "train", f, cls) for f in chosen]
+        rows += [(role(k, val_fraction), f, cls) for k, f in enumerate(chosen, 1)]
     return rows
 
 

@@ -28,6 +28,8 @@ from mlbench.io import atomic_write_bytes, atomic_write_csv
 
 GENERIC = ("filename", "class")
 TEST_HEADER = GENERIC
+#: The seed's Azure ML files: a header, then `azureml://<folder>/<file>,<class>`.
+AZURE_HEADER = ("image_url", "label")
 #: The bucket named in exported files when params.yaml names none (its default).
 DEFAULT_BUCKET = "mlbench-images"
 
@@ -69,14 +71,20 @@ def export_target(ds: str, buckets: Mapping[str, str]) -> ExportTarget:
 
 
 def export_generic(target: ExportTarget) -> int:
-    """The seed's generic train/val CSVs per size, and the generic test CSV."""
+    """The seed's generic train/val files per size (`file,class` rows, no header line), and its
+    Azure ML files (written here until an Azure service owns them: no service reads them)."""
     ds, written = target.dataset, 0
     for n, split in target.splits.items():
-        written += target.write_csv(paths.ablation_csv(ds, "train", n), GENERIC,
-                                    pairs(split.train))
-        written += target.write_csv(paths.ablation_csv(ds, "val", n), GENERIC, pairs(split.val))
-    written += target.write_csv(paths.test_csv(ds, "local"), GENERIC, pairs(target.tests))
-    return written
+        for name, refs in (("train", split.train), ("val", split.val)):
+            written += target.write_csv(paths.ablation_csv(ds, name, n), None, pairs(refs))
+            written += target.write_csv(paths.ablation_csv(ds, name, n, "azure"), AZURE_HEADER,
+                                        azure_rows(name, refs))
+    return written + target.write_csv(paths.test_csv(ds, "azure"), AZURE_HEADER,
+                                      azure_rows("test", target.tests))
+
+
+def azure_rows(split: str, refs: Iterable[ImageRef]) -> list[tuple[str, str]]:
+    return [(f"azureml://{paths.UPLOAD_FOLDERS[split]}/{r.name}", r.class_name) for r in refs]
 
 
 def export_all(ds: str, buckets: Mapping[str, str],
@@ -84,8 +92,9 @@ def export_all(ds: str, buckets: Mapping[str, str],
     """Every seed-format file of the dataset afresh: the generic ones, then each service's
     (`hooks`: service name -> its export function); returns the number of files written."""
     target = export_target(ds, buckets)
-    for folder in (paths.ablations_dir(ds), paths.tests_dir(ds)):
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(paths.ablations_dir(ds), ignore_errors=True)
+    for fmt in paths.TEST_FORMATS:
+        paths.test_csv(ds, fmt).unlink(missing_ok=True)
     return export_generic(target) + sum(hook(target) for hook in hooks.values())
 
 

@@ -12,6 +12,8 @@ from mlbench.core import ImageRef
 from mlbench.data.export import ExportTarget, pairs
 
 HEADER = ("file", "label")
+#: The seed's Hugging Face test file names its first column differently from its ablations.
+TEST_HEADER = ("image_url", "label")
 
 
 def autotrain_zip(ds: str, split: str, n: int) -> Path:
@@ -36,4 +38,4 @@ def export(target: ExportTarget) -> int:
                                         pairs(refs))
             write_autotrain_zip(autotrain_zip(ds, name, n), refs)
             written += 1
-    return written + target.write_csv(paths.test_csv(ds, "hg"), HEADER, pairs(target.tests))
+    return written + target.write_csv(paths.test_csv(ds, "hg"), TEST_HEADER, pairs(target.tests))

@@ -1,5 +1,5 @@
 """Nyckel's seed files: per ablation one CSV of what becomes the function's samples (train +
-val: Nyckel cross-validates by itself), and the test set.
+val: Nyckel cross-validates by itself), and the test set; `file,class` rows, no header line.
 
 `samples` is what the service uploads, so the exported file and the upload cannot disagree.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mlbench import paths
 from mlbench.core import AblationSplit, ImageRef
-from mlbench.data.export import GENERIC, ExportTarget, pairs
+from mlbench.data.export import ExportTarget, pairs
 
 
 def samples(split: AblationSplit) -> list[tuple[ImageRef, tuple[str, str]]]:
@@ -19,7 +19,7 @@ def samples(split: AblationSplit) -> list[tuple[ImageRef, tuple[str, str]]]:
 
 def export(target: ExportTarget) -> int:
     ds = target.dataset
-    written = sum(target.write_csv(paths.ablation_csv(ds, "train", n, "nyckel"), GENERIC,
+    written = sum(target.write_csv(paths.ablation_csv(ds, "train", n, "nyckel"), None,
                                    [row for _, row in samples(split)])
                   for n, split in target.splits.items())
-    return written + target.write_csv(paths.test_csv(ds, "nyckel"), GENERIC, pairs(target.tests))
+    return written + target.write_csv(paths.test_csv(ds, "nyckel"), None, pairs(target.tests))

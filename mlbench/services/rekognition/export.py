@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlbench import paths
 from mlbench.core import ImageRef
-from mlbench.data.export import GENERIC, ExportTarget, pairs
+from mlbench.data.export import ExportTarget, pairs
 
 ROOT = "mlbench"
 #: Ground Truth label attribute of our manifests (any name not ending in -ref/-metadata works).
@@ -83,8 +83,8 @@ def export(target: ExportTarget) -> int:
     written = 0
     for n, split in target.splits.items():
         for name, refs in (("train", split.train), ("val", split.val)):
-            written += target.write_csv(paths.ablation_csv(ds, name, n, "aws"), GENERIC,
+            written += target.write_csv(paths.ablation_csv(ds, name, n, "aws"), None,
                                         pairs(refs))
             data = manifest(ds, n, name, refs, bucket, target.classes)
             written += target.write_bytes(manifest_file(ds, name, n), data)
-    return written + target.write_csv(paths.test_csv(ds, "aws"), GENERIC, pairs(target.tests))
+    return written + target.write_csv(paths.test_csv(ds, "aws"), None, pairs(target.tests))

@@ -1,9 +1,12 @@
-"""Vertex AI's files: the import CSV rows (`ml_use,gs://<bucket>/<folder>/<file>,<label>`).
+"""Vertex AI's files: the seed's, and the import file the service uploads.
 
-One function builds the rows, for the seed-named files of every ablation (`export`) and for the
-import file the service uploads beside the images: what the seed kept and what Vertex imports
-cannot drift apart. Images sit in the bucket under the seed's folders (`training_uploads/`,
-`val_uploads/`, `test_uploads/`); labels are made Vertex-safe by `labels.vertex_label_map`.
+The seed kept `gs://<bucket>/<folder>/<file>,<class>` rows (its own test suite checks they are
+the generic rows with the bucket folder before each file). Vertex's API imports another format,
+`ml_use,gs://<bucket>/<folder>/<file>,<label>` with labels made Vertex-safe by
+`labels.vertex_label_map`: `import_file` builds it, for the upload and for its exported copy
+(`<ds>_vertex_import_<n>.csv`), so what is kept and what Vertex imports cannot drift apart.
+Images sit in the bucket under the seed's folders (`training_uploads/`, `val_uploads/`,
+`test_uploads/`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from mlbench import paths
 from mlbench.core import AblationSplit, ImageRef
@@ -44,13 +48,29 @@ def import_file(split: AblationSplit, tests: Sequence[ImageRef], bucket: str,
     return buf.getvalue()
 
 
+def import_file_path(ds: str, n: int) -> Path:
+    """The exported copy of what the service imports for an ablation."""
+    return paths.ablations_dir(ds) / f"{ds}_vertex_import_{n}.csv"
+
+
+def seed_rows(split: str, refs: Iterable[ImageRef], bucket: str) -> list[tuple[str, str]]:
+    """The seed's Vertex rows: `gs://<bucket>/<folder>/<file>,<class>` (the generic rows with
+    the bucket folder before each file; no `ml_use`, the class names as they are)."""
+    return [(f"gs://{bucket}/{object_name(split, r)}", r.class_name) for r in refs]
+
+
 def export(target: ExportTarget) -> int:
+    """The seed's files (`<ds>_{train,val}_vertex_<n>.csv`, `<ds>_test_vertex.csv`) and, under
+    a name of its own beside them, the import file Vertex's API takes for each ablation
+    (`ml_use` column, Vertex-safe labels): the very text the service uploads."""
     ds, bucket = target.dataset, target.bucket("google")
     labels = vertex_label_map(target.classes)
     written = 0
     for n, split in target.splits.items():
         for name, refs in (("train", split.train), ("val", split.val)):
             written += target.write_csv(paths.ablation_csv(ds, name, n, "vertex"), None,
-                                        import_rows(name, refs, bucket, labels))
+                                        seed_rows(name, refs, bucket))
+        written += target.write_bytes(import_file_path(ds, n),
+                                      import_file(split, target.tests, bucket, labels).encode())
     return written + target.write_csv(paths.test_csv(ds, "vertex"), None,
-                                      import_rows("test", target.tests, bucket, labels))
+                                      seed_rows("test", target.tests, bucket))
