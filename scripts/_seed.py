@@ -11,10 +11,18 @@ import subprocess
 import sys
 
 
+def _help() -> None:
+    """`--help`/`-h`: the script's own docstring (what it stands for), then exit 0."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print((sys.modules["__main__"].__doc__ or "").strip())
+        sys.exit(0)
+
+
 def mlbench(*commands: str) -> None:
     """`mlbench <command> <script args>` for each command in turn; exits with the first failing
     status (a seed script may stand for several stages: the seed's `create_ablations.py` also
     wrote every service's format, which is `mlbench ablate` then `mlbench export`)."""
+    _help()
     import click
 
     from mlbench.cli import app
@@ -32,4 +40,5 @@ def mlbench(*commands: str) -> None:
 
 def dvc_repro(*targets: str) -> None:
     """`dvc repro <targets>`, so the stages run (and are cached) exactly as in the pipeline."""
+    _help()
     sys.exit(subprocess.call([sys.executable, "-m", "dvc", "repro", *targets]))
