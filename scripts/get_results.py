@@ -1,8 +1,9 @@
 """Seed-compatible: `python scripts/get_results.py` = `mlbench report`.
 
-Collects every run of params.yaml's services x datasets x ablations into results/metrics.json,
-results/summary.csv and results/benchmark-data.csv (the seed's format), draws the plots and
-prints the table.
+Collects every run of params.yaml's services x datasets x ablations into the metrics files
+(results/metrics/, results/mean-accuracy/), results/summary.csv, results/report.html and the
+seed's own formats (results/benchmark-data.csv, results/throughputs.csv, results/seed/), draws
+the plots and prints the table.
 """
 
 from _seed import mlbench
