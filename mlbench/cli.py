@@ -66,10 +66,11 @@ def fetch(dataset: Dataset) -> None:
     from mlbench.data.sources import get_source
     from mlbench.data.sources.base import FetchContext
 
+    source = get_source(dataset)  # a path-like or unknown name stops here, before any folder
     params = _params()
     raw = paths.raw_dir(dataset)
     raw.mkdir(parents=True, exist_ok=True)
-    get_source(dataset).fetch(raw, FetchContext.from_params(dataset, params.sources))
+    source.fetch(raw, FetchContext.from_params(dataset, params.sources))
     err.print(f"fetched {dataset} into {raw}")
 
 
@@ -169,7 +170,7 @@ def load(service: ServiceName, dataset: Dataset) -> None:
 @app.command()
 @one_line_errors
 def report() -> None:
-    """Aggregate every run into results/metrics.json, summary.csv and plots; print the table."""
+    """Aggregate every run: metrics files, summary.csv, seed-format CSVs, plots, report.html."""
     from mlbench.report.aggregate import build_report
 
     build_report(_params())
@@ -180,12 +181,13 @@ def report() -> None:
 def render(
     csv: Annotated[list[Path], typer.Argument(help="Seed-format results CSV(s): dataset,service,"
                                               "ablation,training times (s),accuracy (%),"
-                                              "latency (s).")],
-    throughputs: Annotated[Path | None, typer.Option(help="Seed throughputs CSV "
-                                                     "(service,throughput).")] = None,
+                                              "latency (s). LABEL=PATH names a file's source.")],
+    throughputs: Annotated[list[Path] | None, typer.Option(
+        help="Seed throughputs CSV (service,throughput); repeat for several sources.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the figures.")] = Path("result_plots"),
 ) -> None:
-    """Draw the seed report's figures from hand-made results CSVs (the seed's render_results)."""
+    """Draw the seed report's figures from seed-format CSVs, each input labelled by its source
+    (the published 2023 file "published 2023", a single other file "this run")."""
     from mlbench.report.render import render_seed_csvs
 
     render_seed_csvs(csv, throughputs, out)
@@ -196,4 +198,7 @@ for _name, _commands in command_apps().items():
 
 
 def main() -> None:
+    from mlbench.runlock import guard_process
+
+    guard_process()  # a stage never outlives the `dvc repro` that started it
     app()

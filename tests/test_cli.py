@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -50,3 +51,28 @@ def test_every_mlbench_command_answers_help():
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output, path
+
+
+@pytest.mark.parametrize("name", ["../../x", "nope", "/tmp/abs", "a/b"])
+def test_finding9_a_bad_dataset_name_creates_nothing(tmp_path, name):
+    """`mlbench fetch ../../x` made a folder outside the project before refusing."""
+    project = tmp_path / "deep" / "proj"
+    project.mkdir(parents=True)
+    (project / "params.yaml").write_text("datasets: [digits]\n")
+    proc = subprocess.run(["mlbench", "fetch", name], cwd=project, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    created = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert created == [Path("deep"), Path("deep/proj"), Path("deep/proj/params.yaml")]
+
+
+def test_finding6_unknown_service_is_exit_2_before_anything(tmp_path):
+    """`mlbench evaluate nope digits` exited 0 with a warning."""
+    (tmp_path / "params.yaml").write_text("datasets: [digits]\n")
+    for stage in ("train", "evaluate", "load"):
+        proc = subprocess.run(["mlbench", stage, "nope", "digits"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "unknown service 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
