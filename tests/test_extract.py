@@ -9,13 +9,22 @@ import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
-from mlbench.data.extract import extract_archive, is_archive, marker_path
+from mlbench.data.extract import (
+    DamagedArchive,
+    ExtractLimits,
+    check_archive,
+    extract_archive,
+    is_archive,
+    marker_path,
+)
 from mlbench.errors import UserError
 from tests.replicas.archives import tar_bytes, zip_bytes
+from tests.replicas.disk import small_disk
 
 
 def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], compression: str = "") -> bytes:
@@ -213,3 +222,123 @@ def test_archive_cannot_overwrite_the_fetch_records(layout, member):
         extract_archive(archive, target, protected=frozenset({"checksums.json", "images.tar.gz"}))
     assert (target / "checksums.json").read_text() == "{}"
     assert sorted(p.name for p in target.iterdir()) == ["a.zip", "checksums.json"]
+
+
+# -- issue 14, finding 8: zip and tar bombs -----------------------------------------------------
+BOMB_SIZE = 256 << 20  # zeros, deflated at level 1 to ~1.1 MB: a ratio of ~230
+
+
+def _zip_bomb() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("readme.txt", b"nothing to see")
+        with zf.open("bomb.bin", "w", force_zip64=True) as out:
+            for _ in range(BOMB_SIZE >> 20):
+                out.write(bytes(1 << 20))
+    return buf.getvalue()
+
+
+def _tar_gz_bomb() -> bytes:
+    """A tar.gz streamed through zlib: a 256 MiB member of zeros in ~1.1 MB."""
+    info = tarfile.TarInfo("bomb.bin")
+    info.size = BOMB_SIZE
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    parts = [gz.compress(info.tobuf())]
+    parts += [gz.compress(bytes(1 << 20)) for _ in range(BOMB_SIZE >> 20)]
+    parts += [gz.compress(bytes(1024)), gz.flush()]  # two zero blocks end the archive
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("name, build", [("bomb.zip", _zip_bomb), ("bomb.tar.gz", _tar_gz_bomb)])
+def test_finding8_bomb_is_refused_naming_the_limit_and_its_key(layout, name, build):
+    target, sandbox = layout
+    archive = sandbox / name
+    archive.write_bytes(build())
+    assert archive.stat().st_size < 2 << 20
+    before = _everything(sandbox)
+    with pytest.raises(UserError) as info:
+        extract_archive(archive, target, limits=ExtractLimits(dataset="demo"))
+    message = str(info.value)
+    assert "\n" not in message and "'bomb.bin'" in message
+    assert "expands to more than 100 times" in message
+    assert "sources.demo.extract_max_ratio" in message and "nothing was extracted" in message
+    assert _everything(sandbox) == before  # refused from the header: not a byte written
+    with pytest.raises(UserError, match="extract_max_ratio"):
+        check_archive(archive, ExtractLimits(dataset="demo"))  # what fetch runs first
+
+
+def test_finding8_a_trusted_archive_passes_with_its_limit_raised(layout):
+    target, sandbox = layout
+    archive = sandbox / "bomb.zip"
+    archive.write_bytes(_zip_bomb())
+    assert extract_archive(archive, target, limits=ExtractLimits(max_ratio=1000))
+    assert (target / "bomb.bin").stat().st_size == BOMB_SIZE
+
+
+@pytest.mark.parametrize("limits, key", [
+    (ExtractLimits(max_members=3, dataset="demo"), "sources.demo.extract_max_members"),
+    (ExtractLimits(max_bytes=10_000, dataset="demo"), "sources.demo.extract_max_bytes"),
+])
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_finding8_member_count_and_total_size_limits(layout, limits, key, kind):
+    target, sandbox = layout
+    entries = [(f"d/{i}.bin", os.urandom(3000)) for i in range(5)]
+    archive = sandbox / f"many.{kind}"
+    archive.write_bytes(zip_bytes(entries) if kind == "zip" else tar_bytes(entries))
+    with pytest.raises(UserError, match=key) as info:
+        extract_archive(archive, target, limits=limits)
+    assert "\n" not in str(info.value)
+    assert not any(target.iterdir())
+    assert extract_archive(archive, target)  # the defaults allow it
+
+
+def test_finding8_small_archives_may_compress_well(layout):
+    """Below RATIO_FLOOR the ratio is not held against an archive: text compresses 1000:1."""
+    target, sandbox = layout
+    archive = sandbox / "meta.zip"
+    archive.write_bytes(zip_bytes([("meta/classes.txt", b"apple_pie\n" * 200_000)]))
+    assert extract_archive(archive, target)
+
+
+# -- issue 14, finding 10: long member names, disk full -----------------------------------------
+LONG = "d/" + "x" * 300 + ".jpg"
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_finding10_too_long_member_name_is_one_line_naming_it(layout, kind):
+    target, sandbox = layout
+    entries = [("ok/1.jpg", b"1"), (LONG, b"2")]
+    archive = sandbox / f"long.{kind}"
+    archive.write_bytes(zip_bytes(entries) if kind == "zip" else tar_bytes(entries))
+    with pytest.raises(UserError) as info:
+        extract_archive(archive, target)
+    message = str(info.value)
+    assert "\n" not in message and "refused unsafe archive member 'd/xxx" in message
+    assert "(306 characters)" in message and "a name of 304 bytes" in message
+    assert "allows 255" in message
+    assert not any(target.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_finding10_disk_full_while_extracting_says_how_much_where(tmp_path, kind):
+    archive = tmp_path / f"big.{kind}"
+    entries = [("big/a.bin", os.urandom(1 << 20)), ("big/b.bin", os.urandom(2 << 20))]
+    archive.write_bytes(zip_bytes(entries) if kind == "zip" else tar_bytes(entries, "gz"))
+    with small_disk(tmp_path / "raw", "1m") as target:
+        with pytest.raises(UserError) as info:
+            extract_archive(archive, target)
+        message = str(info.value)
+        assert message.startswith(f"disk full while extracting big.{kind} in {target}: it "
+                                  "needs 3.0 MiB, ")
+        assert "free there" in message and "\n" not in message
+        assert not any(target.iterdir())  # the staging folder went, freeing what it held
+
+
+def test_check_archive_reads_a_gzip_to_its_crc(layout):
+    _, sandbox = layout
+    data = bytearray(tar_bytes([("a.txt", os.urandom(5000))], "gz"))
+    data[-8] ^= 0xFF  # the CRC32 in the gzip trailer: the members themselves list fine
+    archive = sandbox / "crc.tar.gz"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DamagedArchive, match="damaged tar"):
+        check_archive(archive)

@@ -19,8 +19,11 @@ from mlbench.data.sources import get_source
 from mlbench.data.sources.base import FetchContext
 from mlbench.errors import ServiceError, UserError
 from tests.replicas import MirrorServer, build
+from tests.replicas.archives import zip_bytes
+from tests.replicas.disk import small_disk
 
 BLOB = os.urandom(3 * 1024 * 1024 + 12345)  # several 1 MiB chunks and a ragged tail
+SPACED_ZIP = zip_bytes([("spaced name.txt", b"spaced name")])
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +33,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server():
-    with MirrorServer({"blob.bin": BLOB, "a file.zip": b"spaced name"}) as s:
+    with MirrorServer({"blob.bin": BLOB, "a file.zip": SPACED_ZIP}) as s:
         yield s
 
 
@@ -63,7 +66,7 @@ def test_download_records_sha256_and_second_run_is_offline(server, tmp_path):
 def test_mirror_keeps_original_file_names_url_quoted(server, tmp_path):
     remote = [Remote(name="a file.zip", url="http://127.0.0.1:9/a%20file.zip")]
     fetch_files("demo", tmp_path, ctx(server), remote)
-    assert (tmp_path / "a file.zip").read_bytes() == b"spaced name"
+    assert (tmp_path / "a file.zip").read_bytes() == SPACED_ZIP
     assert server.log[-1].path == "/a file.zip"
 
 
@@ -191,12 +194,139 @@ def test_pinned_sha256_overrides_published_checksum(server, tmp_path):
         fetch_files("demo", tmp_path / "other", ctx(server, sha256="f" * 64), remote)
 
 
+# -- issue 14, finding 7: what a first download must be before its digest is the truth -------
+GOOD_ZIP = zip_bytes([("images/a/1.jpg", b"1" * 5000), ("images/b/2.jpg", b"2" * 5000)])
+ZIP_REMOTE = [Remote(name="data.zip", url="http://127.0.0.1:9/data.zip")]
+
+
+def _records(raw: Path) -> dict:
+    path = raw / "checksums.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@pytest.mark.parametrize("bad, why", [
+    (GOOD_ZIP[: len(GOOD_ZIP) // 2], "not a valid zip"),
+    (b"<!DOCTYPE html><html><body>Please sign in</body></html>", "not a valid zip"),
+    (GOOD_ZIP[:-100] + bytes(100), "not a valid zip"),
+])
+def test_finding7_a_bad_first_download_is_not_recorded_and_a_good_one_then_passes(
+        tmp_path, bad, why):
+    raw = tmp_path / "raw"
+    with MirrorServer({"data.zip": bad}) as server:
+        with pytest.raises(UserError) as info:
+            fetch.fetch_and_extract("demo", raw, ctx(server), ZIP_REMOTE)
+        message = str(info.value)
+        assert "\n" not in message and why in message
+        assert "bad download" in message and "nothing recorded" in message
+        assert _records(raw) == {} and not (raw / "data.zip").exists()
+        server.files["data.zip"] = GOOD_ZIP  # "run the fetch again": the source is fine now
+        fetch.fetch_and_extract("demo", raw, ctx(server), ZIP_REMOTE)
+    assert (raw / "images/a/1.jpg").read_bytes() == b"1" * 5000
+    record = _records(raw)["data.zip"]
+    assert record["sha256"] == sha(GOOD_ZIP) and record["verified"] == "content"
+
+
+def test_finding7_an_old_unverified_record_does_not_refuse_a_good_file(server, tmp_path):
+    """Records from before content checks bind nothing: a stuck user gets unstuck."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "checksums.json").write_text(json.dumps({"blob.bin": {
+        "sha256": "0" * 64, "md5": "0" * 32, "size": 1, "mtime_ns": 1, "source": "old"}}))
+    fetch_files("demo", raw, ctx(server), BLOB_REMOTE)
+    assert _records(raw)["blob.bin"]["sha256"] == sha(BLOB)
+
+
+def test_finding7_extraction_damage_forgets_the_record_so_fetch_again_works(tmp_path):
+    raw = tmp_path / "raw"
+    with MirrorServer({"data.zip": GOOD_ZIP}) as server:
+        fetch.fetch_and_extract("demo", raw, ctx(server), ZIP_REMOTE)
+        archive = raw / "data.zip"
+        st = archive.stat()
+        damaged = bytearray(GOOD_ZIP)
+        damaged[40] ^= 0xFF  # bit rot inside the first member's data, same size and mtime
+        archive.write_bytes(bytes(damaged))
+        os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
+        (raw / ".data.zip.extracted.json").unlink()
+        with pytest.raises(UserError, match="damaged zip.*delete it and fetch again"):
+            fetch.fetch_and_extract("demo", raw, ctx(server), ZIP_REMOTE)
+        assert "data.zip" not in _records(raw)
+        archive.unlink()  # what the message says
+        fetch.fetch_and_extract("demo", raw, ctx(server), ZIP_REMOTE)
+    assert _records(raw)["data.zip"]["sha256"] == sha(GOOD_ZIP)
+
+
+def test_finding7_a_mistyped_pin_never_deletes_the_verified_file(server, tmp_path):
+    raw = tmp_path / "raw"
+    fetch_files("demo", raw, ctx(server), BLOB_REMOTE)
+    requests = len(server.log)
+    typo = sha(BLOB)[:-1] + ("0" if sha(BLOB)[-1] != "0" else "1")
+    for _ in range(2):  # the same answer on every run, and the file stays
+        with pytest.raises(UserError) as info:
+            fetch_files("demo", raw, ctx(server, sha256=typo), BLOB_REMOTE)
+        message = str(info.value)
+        assert "\n" not in message and f"pinned in params.yaml) is {typo}" in message
+        assert f"pin that digest (sources.demo.sha256: {sha(BLOB)})" in message
+        assert "kept" in message and "verified on" in message
+        assert (raw / "blob.bin").read_bytes() == BLOB
+    assert len(server.log) == requests  # nothing downloaded again
+    fetch_files("demo", raw, ctx(server, sha256=sha(BLOB)), BLOB_REMOTE)  # the digest it named
+    assert len(server.log) == requests
+
+
+def test_finding7_a_redownload_of_the_verified_file_is_kept_despite_a_mistyped_pin(server,
+                                                                                  tmp_path):
+    raw = tmp_path / "raw"
+    fetch_files("demo", raw, ctx(server), BLOB_REMOTE)
+    (raw / "blob.bin").unlink()
+    with pytest.raises(UserError, match=f"sources.demo.sha256: {sha(BLOB)}"):
+        fetch_files("demo", raw, ctx(server, sha256="e" * 64), BLOB_REMOTE)
+    assert (raw / "blob.bin").read_bytes() == BLOB  # matched the verified record: moved in
+
+
+def test_finding7_an_unknown_download_failing_its_pin_names_its_digest(server, tmp_path):
+    raw = tmp_path / "raw"
+    with pytest.raises(UserError) as info:
+        fetch_files("demo", raw, ctx(server, sha256="e" * 64), BLOB_REMOTE)
+    assert "refused and deleted" in str(info.value)
+    assert f"pin it: sources.demo.sha256: {sha(BLOB)}" in str(info.value)
+    assert not (raw / "blob.bin").exists() and _records(raw) == {}
+
+
+@pytest.mark.parametrize("name, data, why", [
+    ("train.parquet", b"PAR1 but cut short", "not a parquet file"),
+    ("labels.mat", b"", "the file is empty"),
+    ("labels.mat", b"\n  <html><head><title>404</title>", "HTML page"),
+])
+def test_finding7_non_archives_are_checked_for_their_format(tmp_path, name, data, why):
+    with MirrorServer({name: data}) as server, pytest.raises(UserError, match=why):
+        fetch_files("demo", tmp_path, ctx(server), [Remote(name=name)])
+    assert _records(tmp_path) == {}
+
+
+# -- issue 14, finding 10: a full disk while downloading ----------------------------------------
+def test_finding10_disk_full_while_downloading_says_how_much_where(server, tmp_path):
+    with small_disk(tmp_path / "raw", "1m") as raw:
+        with pytest.raises(UserError) as info:
+            fetch_files("demo", raw, ctx(server), BLOB_REMOTE)
+        message = str(info.value)
+        assert message.startswith(f"disk full while downloading blob.bin in {raw}: it needs "
+                                  f"3.0 MiB (")
+        assert "of it already in blob.bin.part)" in message
+        assert "free there" in message and "resumes" in message and "\n" not in message
+        assert (raw / "blob.bin.part").exists()  # kept: the next run resumes from it
+
+
 # -- settings -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, message", [
     ({"urls": "http://127.0.0.1:9/a.zip"}, "sources.demo.urls: unknown key"),
     ({"url": 3}, "sources.demo.url: must be a URL"),
     ({"retries": -1}, "sources.demo.retries"),
-    ({"sha256": {"nope.zip": "ab"}}, "no file named 'nope.zip'"),
+    ({"sha256": {"nope.zip": "ab" * 32}}, "no file named 'nope.zip'"),
+    ({"sha256": "ab"}, r"'ab' is not a sha256 digest \(64 hex digits\)"),
+    ({"extract_max_bytes": 0}, "sources.demo.extract_max_bytes: must be a whole number >= 1"),
+    ({"extract_max_members": 2.5}, "sources.demo.extract_max_members: must be a whole number"),
+    ({"extract_max_ratio": float("inf")}, "sources.demo.extract_max_ratio: must be a finite"),
+    ({"extract_max_ratio": True}, "sources.demo.extract_max_ratio: must be a finite"),
 ])
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):

@@ -184,3 +184,43 @@ def test_cli_missing_kaggle_credentials_is_one_line_exit_2(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert "Kaggle credentials missing" in result.output
     assert "Traceback" not in result.output
+
+
+# -- issue 14 -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "x\\y", "", "x" * 300])
+def test_finding9_path_like_dataset_name_is_refused_before_any_folder(name, tmp_path,
+                                                                     monkeypatch):
+    from mlbench.data.prepare import prepare_dataset
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="is not a dataset name") as info:
+        get_source(name)
+    assert "\n" not in str(info.value) and "digits" in str(info.value)
+    with pytest.raises(UserError, match="is not a dataset name"):
+        prepare_dataset(name, max_side=64, workers=1)
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / "x").exists()
+
+
+def test_finding9_unknown_dataset_suggests_the_nearest():
+    with pytest.raises(UserError, match="unknown dataset 'digts'; did you mean 'digits'"):
+        get_source("digts")
+
+
+@pytest.mark.parametrize("ds", ["intel", "food"])
+def test_finding8_extraction_limits_come_from_the_sources_block(ds, tmp_path):
+    """intel has no published checksum: its first download is listed (within the limits)
+    before its digest is recorded; food's is pinned, so the limit stops the extraction."""
+    replica = build(ds)
+    source = get_source(ds)
+    raw = tmp_path / "raw"
+    with MirrorServer(replica.files) as server:
+        tight = FetchContext(settings={**replica.settings(), "extract_max_members": 3},
+                             mirror=server.url)
+        with pytest.raises(UserError) as info:
+            source.fetch(raw, tight)
+        message = str(info.value)
+        assert "\n" not in message and "the archive has more than 3 members" in message
+        assert f"raise sources.{ds}.extract_max_members in params.yaml, now 3" in message
+        assert not list(raw.glob("*/")), "nothing extracted"
+        items = fetch_replica(replica, raw, server)  # the default limits let it through
+    assert tally(items) == replica.counts

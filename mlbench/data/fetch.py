@@ -12,9 +12,14 @@ a URL, a Kaggle dataset or a Hugging Face dataset file). `fetch_files` puts each
   file changed on the server restarts cleanly), are retried with exponential backoff after a
   dropped connection, a timeout, 429 or 5xx, and are renamed only once complete and verified.
   An interrupted `mlbench fetch` run continues where it stopped.
-- **Integrity.** A published checksum (Food-101's MD5) or a pinned `sources.<ds>.sha256` is
-  checked; otherwise the sha256 of the first download is recorded in `raw/checksums.json` and
-  every later run (or re-download) must match it. A mismatching file is deleted and refused.
+- **Integrity.** A pinned `sources.<ds>.sha256` or a published checksum (Food-101's MD5) is
+  checked; otherwise the first download's content is checked (an archive must open and list,
+  within the extraction limits; see `check_content`) and only then is its sha256 recorded in
+  `raw/checksums.json`, with how it was verified; every later run (or re-download) must match
+  it. A mismatching download is deleted and refused, and the message names the digest to pin;
+  a file that is the one verified before is never deleted because a pin differs from it.
+- **Bounded.** Archives are extracted within `ExtractLimits` (total bytes, ratio, members),
+  each raised by a `sources.<ds>` key; a full disk is one line saying how much was needed where.
 - **Idempotent.** A file already present whose size and mtime match its record is not even
   re-hashed; archives are extracted once (`mlbench.data.extract`).
 
@@ -26,16 +31,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from mlbench.data.extract import extract_archive, is_archive
+from mlbench.data.diskspace import disk_full, human, is_disk_full
+from mlbench.data.extract import (
+    ArchiveError,
+    DamagedArchive,
+    ExtractLimits,
+    check_archive,
+    extract_archive,
+    is_archive,
+)
 from mlbench.errors import ServiceCallError, ServiceError, UserError, needs_extra
 from mlbench.io import atomic_write_json
 from mlbench.retry import RETRY_STATUSES, RetryLater, RetryPolicy, retry_after_seconds
@@ -46,7 +62,8 @@ if TYPE_CHECKING:  # requests, urllib3 and tqdm load on first download: every CL
 
 CHECKSUMS = "checksums.json"
 KAGGLE_DOCS = "https://www.kaggle.com/docs/api#authentication"
-SETTINGS = ("url", "sha256", "retries", "revision")
+#: The keys of `sources.<ds>` (checked here only: `check_settings`).
+SETTINGS = ("url", "sha256", "retries", "revision", *ExtractLimits.KEYS.values())
 #: Seconds before the first retry; doubled each attempt up to BACKOFF_CAP (tests shrink it).
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
@@ -73,6 +90,8 @@ class Remote:
     hf_path: str | None = None
     #: A missing optional file is a warning (the source says later if it really needs it).
     optional: bool = False
+    #: `sha256` is the user's `sources.<ds>.sha256`, not a published checksum.
+    pinned: bool = False
 
     @property
     def where(self) -> str:
@@ -112,12 +131,35 @@ def check_settings(ds: str, settings: dict[str, Any]) -> None:
         )):
             raise UserError(f"params.yaml: sources.{ds}.sha256: must be a hex digest or a "
                             f"mapping of file name to digest, got {value!r}")
+        if key == "sha256":
+            for digest in [value] if isinstance(value, str) else value.values():
+                if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                    raise UserError(f"params.yaml: sources.{ds}.sha256: {digest!r} is not a "
+                                    f"sha256 digest (64 hex digits)")
         if key == "retries" and (isinstance(value, bool) or not isinstance(value, int)
                                  or value < 0):
             raise UserError(f"params.yaml: sources.{ds}.retries: must be an integer >= 0, "
                             f"got {value!r}")
         if key == "revision" and not isinstance(value, str):
             raise UserError(f"params.yaml: sources.{ds}.revision: must be a string, got {value!r}")
+        if key in ("extract_max_bytes", "extract_max_members") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise UserError(f"params.yaml: sources.{ds}.{key}: must be a whole number >= 1, "
+                            f"got {value!r}")
+        if key == "extract_max_ratio" and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 1
+        ):
+            raise UserError(f"params.yaml: sources.{ds}.{key}: must be a finite number >= 1, "
+                            f"got {value!r}")
+
+
+def extract_limits(ds: str, settings: dict[str, Any]) -> ExtractLimits:
+    """The extraction limits of `ds`: the defaults, raised or lowered by `sources.<ds>`."""
+    check_settings(ds, settings)
+    given = {field: settings[key] for field, key in ExtractLimits.KEYS.items() if key in settings}
+    return ExtractLimits(dataset=ds, **given)
 
 
 def url_name(url: str) -> str:
@@ -154,14 +196,22 @@ def resolve(ds: str, remotes: list[Remote], ctx: FetchContext) -> list[Remote]:
             names = ", ".join(r.name for r in resolved)
             raise UserError(f"params.yaml: sources.{ds}.sha256: no file named "
                             f"{sorted(unknown)[0]!r}; {ds} has {names}")
-        resolved = [replace(r, sha256=pinned[r.name].lower(), md5=None) if r.name in pinned else r
-                    for r in resolved]
+        resolved = [replace(r, sha256=pinned[r.name].lower(), md5=None, pinned=True)
+                    if r.name in pinned else r for r in resolved]
     return resolved
 
 
 # -- checksums ----------------------------------------------------------------------------------
+#: How a recorded sha256 was established, i.e. why it may be trusted from then on:
+#: matched the published checksum / matched the user's pin / first download whose content was
+#: checked (the archive opens and lists, the file has its format). A record without one (made
+#: by an older mlbench, which recorded the first download unchecked) binds nothing.
+VERIFIED_BY = ("published", "pinned", "content")
+
+
 class Checksums:
-    """`raw/checksums.json`: the sha256 (and size, mtime) of every file fetched, by name."""
+    """`raw/checksums.json`: the sha256 (and size, mtime, how it was verified) of every file
+    fetched, by name."""
 
     def __init__(self, raw: Path):
         self.path = raw / CHECKSUMS
@@ -169,14 +219,31 @@ class Checksums:
             self.data: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.data = {}
+        if not isinstance(self.data, dict):
+            self.data = {}
 
     def get(self, name: str) -> dict[str, Any] | None:
-        return self.data.get(name)
+        rec = self.data.get(name)
+        return rec if isinstance(rec, dict) else None
 
-    def record(self, name: str, path: Path, digests: tuple[str, str], source: str) -> None:
+    def trusted(self, name: str) -> dict[str, Any] | None:
+        """The record of `name` if its sha256 was verified (see `VERIFIED_BY`), else None."""
+        rec = self.get(name)
+        return rec if rec and rec.get("verified") in VERIFIED_BY and rec.get("sha256") else None
+
+    def record(self, name: str, path: Path, digests: tuple[str, str], source: str,
+               verified: str) -> None:
         st = path.stat()
         self.data[name] = {"sha256": digests[0], "md5": digests[1], "size": st.st_size,
-                           "mtime_ns": st.st_mtime_ns, "source": source}
+                           "mtime_ns": st.st_mtime_ns, "source": source, "verified": verified,
+                           "date": time.strftime("%Y-%m-%d")}
+        self._save()
+
+    def forget(self, name: str) -> None:
+        if self.data.pop(name, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
         atomic_write_json(self.path, dict(sorted(self.data.items())))
 
 
@@ -196,85 +263,172 @@ def file_digests(path: Path, label: str | None = None) -> tuple[str, str]:
     return sha.hexdigest(), md5.hexdigest()
 
 
-def _verify(path: Path, remote: Remote, checksums: Checksums, ds: str) -> tuple[str, str]:
-    """Check `path` against the published/pinned/recorded checksum; return (sha256, md5).
+def check_content(path: Path, name: str, limits: ExtractLimits) -> None:
+    """Raise `UserError` unless `path` is plausibly the file `name` stands for.
 
-    A mismatching file is deleted and refused: it is corrupt, truncated or tampered with.
+    An archive must open and list (every zip member's CRC, a tar to the end of its compressed
+    stream, within `limits`); a parquet file must carry its magic bytes at both ends; any
+    other file must be non-empty and not an HTML page (a login or error page saved under the
+    archive's name is the commonest bad download). What can be known without a published
+    checksum, checked before a first download's sha256 becomes the one to expect.
+    """
+    lower = name.lower()
+    if is_archive(Path(lower)):
+        try:
+            check_archive(path, limits, name)
+        except ArchiveError as exc:
+            raise UserError(exc.reason) from None
+        return
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(512)
+        fh.seek(max(0, size - 4))
+        tail = fh.read(4)
+    if not size:
+        raise UserError(f"{name}: the file is empty")
+    if lower.endswith(".parquet") and not (size >= 12 and head[:4] == b"PAR1"
+                                           and tail == b"PAR1"):
+        raise UserError(f"{name}: not a parquet file (no PAR1 magic at both ends)")
+    if not lower.endswith((".html", ".htm")) and re.match(rb"\s*<(!doctype html|html)", head,
+                                                          re.IGNORECASE):
+        raise UserError(f"{name}: the server sent an HTML page, not the file")
+
+
+def _verify(path: Path, remote: Remote, checksums: Checksums, ds: str, *, final: Path,
+            limits: ExtractLimits) -> tuple[str, str, str]:
+    """Check `path` (a fresh download, or `final` itself) against what is expected of it;
+    return (sha256, md5, how it was verified).
+
+    Expected is, in this order: the pinned sha256, the published checksum, the sha256 recorded
+    when the file was first verified; with none, the content itself is checked (see
+    `check_content`) before its sha256 is recorded. A fresh download that fails is deleted; so
+    is a file in place that differs from its record (corrupt or tampered). A file that is the
+    one verified before is never deleted for a pin that differs: the pin is what is wrong, and
+    the message says which digest to pin.
     """
     sha, md5 = file_digests(path, remote.name)
-    recorded = checksums.get(remote.name)
-    if remote.sha256:
-        expected, got, kind = remote.sha256, sha, "sha256 (published or pinned)"
-    elif remote.md5:
-        expected, got, kind = remote.md5, md5, "md5 (published)"
-    elif recorded:
-        expected, got, kind = recorded["sha256"], sha, f"sha256 (recorded in raw/{CHECKSUMS})"
-    else:
-        return sha, md5
-    if got != expected.lower():
+    trusted = checksums.trusted(remote.name)
+    fresh = path != final
+    if remote.sha256 or remote.md5:
+        algo, expected, got = ("sha256", remote.sha256, sha) if remote.sha256 else \
+            ("md5", remote.md5 or "", md5)
+        if got == expected.lower():
+            return sha, md5, "pinned" if remote.pinned else "published"
+        kind = f"{algo} ({'pinned in params.yaml' if remote.pinned else 'published'})"
+        verified_before = trusted is not None and trusted["sha256"] == sha
+        if verified_before or (remote.pinned and not fresh):
+            # the pin is what is wrong, not a file that was verified (or placed) before
+            if fresh:
+                path.replace(final)
+            what = (f"the file verified on {trusted.get('date', 'an earlier run')} "
+                    f"({trusted['verified']})" if verified_before and trusted
+                    else "the file in place")
+            raise UserError(
+                f"{remote.name}: {kind} is {expected}, but {final} is {what}, sha256 {sha}; "
+                f"kept. If it is the file you expect, pin that digest (sources.{ds}.sha256: "
+                f"{sha}); to fetch another, delete {final}")
         path.unlink(missing_ok=True)
-        hint = (f"delete raw/{CHECKSUMS} if the source changed on purpose" if kind.startswith(
-            "sha256 (recorded") else f"pin the new file with sources.{ds}.sha256 if it is meant "
-                                    f"to differ (e.g. a test replica)")
-        raise UserError(f"{remote.name}: checksum mismatch, {kind} is {expected} but the file has "
-                        f"{got}; refused and deleted ({hint})")
-    return sha, md5
+        raise UserError(
+            f"{remote.name}: checksum mismatch, {kind} is {expected} but the file has {got}; "
+            f"refused and deleted. If the file is meant to differ (e.g. a test replica), pin "
+            f"it: sources.{ds}.sha256: {sha}")
+    if trusted:
+        if trusted["sha256"] == sha:
+            return sha, md5, str(trusted["verified"])
+        path.unlink(missing_ok=True)
+        raise UserError(
+            f"{remote.name}: checksum mismatch, the file verified on "
+            f"{trusted.get('date', 'an earlier run')} had sha256 {trusted['sha256']} (raw/"
+            f"{CHECKSUMS}) but this one has {sha}; refused and deleted. If the source changed "
+            f"on purpose, pin the new file: sources.{ds}.sha256: {sha}")
+    try:
+        check_content(path, remote.name, limits)
+    except UserError as exc:
+        if fresh:
+            path.unlink(missing_ok=True)
+            raise UserError(f"{remote.name}: bad download from {remote.where}: {exc}; deleted, "
+                            f"nothing recorded: run the fetch again, or set MLBENCH_MIRROR / "
+                            f"sources.{ds}.url") from None
+        raise UserError(f"{final}: {exc}; delete it and fetch again") from None
+    return sha, md5, "content"
 
 
-def verified_file(raw: Path, remote: Remote, checksums: Checksums, ds: str) -> str | None:
+def verified_file(raw: Path, remote: Remote, checksums: Checksums, ds: str,
+                  limits: ExtractLimits = ExtractLimits()) -> str | None:
     """The sha256 of `raw/<name>` if present and intact (cheap when unchanged since recorded)."""
     dest = raw / remote.name
     if not dest.is_file():
         return None
-    rec = checksums.get(remote.name)
+    rec = checksums.trusted(remote.name)
     st = dest.stat()
     if (rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
             and (not remote.sha256 or rec.get("sha256") == remote.sha256.lower())
             and (not remote.md5 or rec.get("md5") == remote.md5.lower())):
         return str(rec["sha256"])  # verified before and untouched since: no re-hash
-    digests = _verify(dest, remote, checksums, ds)
-    checksums.record(remote.name, dest, digests, (rec or {}).get("source") or remote.where)
-    return digests[0]
+    sha, md5, how = _verify(dest, remote, checksums, ds, final=dest, limits=limits)
+    source = (checksums.get(remote.name) or {}).get("source") or remote.where
+    checksums.record(remote.name, dest, (sha, md5), source, how)
+    return sha
 
 
 # -- the entry points sources call --------------------------------------------------------------
 def fetch_files(ds: str, raw: Path, ctx: FetchContext, remotes: list[Remote]) -> dict[Path, str]:
     """Make every file of the dataset present and verified in `raw`; return path -> sha256."""
-    raw.mkdir(parents=True, exist_ok=True)
     resolved = resolve(ds, remotes, ctx)
+    limits = extract_limits(ds, ctx.settings)
     retries = int(ctx.settings.get("retries", DEFAULT_RETRIES))
     revision = ctx.settings.get("revision")
-    checksums = Checksums(raw)
     present: dict[Path, str] = {}
-    for remote in resolved:
-        sha = verified_file(raw, remote, checksums, ds)
-        if sha is None:
-            try:
-                staged = _download(remote, raw, retries=retries, revision=revision)
-            except UserError:
-                if not remote.optional:
-                    raise
-                from mlbench.console import warn
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        checksums = Checksums(raw)
+        for remote in resolved:
+            sha = verified_file(raw, remote, checksums, ds, limits)
+            if sha is None:
+                try:
+                    staged = _download(remote, raw, retries=retries, revision=revision)
+                except UserError:
+                    if not remote.optional:
+                        raise
+                    from mlbench.console import warn
 
-                warn(f"{ds}: optional file {remote.name} not fetched from {remote.where}")
-                continue
-            digests = _verify(staged, remote, checksums, ds)
-            staged.replace(raw / remote.name)
-            checksums.record(remote.name, raw / remote.name, digests, remote.where)
-            sha = digests[0]
-        present[raw / remote.name] = sha
-    clean_staging(raw)
+                    warn(f"{ds}: optional file {remote.name} not fetched from {remote.where}")
+                    continue
+                final = raw / remote.name
+                sha, md5, how = _verify(staged, remote, checksums, ds, final=final,
+                                        limits=limits)
+                staged.replace(final)
+                _sidecar(staged).unlink(missing_ok=True)
+                checksums.record(remote.name, final, (sha, md5), remote.where, how)
+            present[raw / remote.name] = sha
+        clean_staging(raw)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise disk_full(raw, f"fetching {ds}", None, "rerun the fetch") from None
     return present
 
 
 def fetch_and_extract(ds: str, raw: Path, ctx: FetchContext,
                       remotes: list[Remote]) -> dict[Path, str]:
-    """`fetch_files`, then extract every archive into `raw` (once; see `extract_archive`)."""
+    """`fetch_files`, then extract every archive into `raw` (once; see `extract_archive`).
+
+    An archive found damaged while extracting loses its checksum record, so that the advice
+    to delete it and fetch again leads to a fresh, checked download (not to a mismatch with
+    the bad file's digest).
+    """
     files = fetch_files(ds, raw, ctx, remotes)
+    limits = extract_limits(ds, ctx.settings)
     protected = frozenset([CHECKSUMS, *(p.name for p in files)])
     for path, sha in files.items():
         if is_archive(path):
-            extract_archive(path, raw, sha256=sha, protected=protected)
+            try:
+                extract_archive(path, raw, sha256=sha, protected=protected, limits=limits)
+            except DamagedArchive:
+                checksums = Checksums(raw)
+                if (checksums.get(path.name) or {}).get("verified") == "content":
+                    checksums.forget(path.name)
+                raise
     return files
 
 
@@ -302,12 +456,29 @@ def copy_file_url(url: str, part: Path) -> None:
     src = Path(url2pathname(urlsplit(url).path))
     if not src.is_file():
         raise UserError(f"{url}: no such file; check MLBENCH_MIRROR / sources.<ds>.url")
-    with src.open("rb") as fin, part.open("wb") as fout, tqdm(
-        total=src.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=src.name
-    ) as bar:
+    total = src.stat().st_size
+    with _disk_full_says(part, total, "rerun the fetch"), src.open("rb") as fin, \
+            part.open("wb") as fout, tqdm(total=total, unit="B", unit_scale=True,
+                                          unit_divisor=1024, desc=src.name) as bar:
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
             bar.update(len(chunk))
+
+
+@contextmanager
+def _disk_full_says(part: Path, total: int | None, then: str) -> Iterator[None]:
+    """A full disk while writing `part` as one line: the file's size, where, what is free."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        name = part.name.removesuffix(".part")
+        try:
+            have = f"{human(part.stat().st_size)} of it already in {part.name}"
+        except OSError:
+            have = ""
+        raise disk_full(part.parent, f"downloading {name}", total, then, detail=have) from None
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -395,12 +566,14 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
         have, mode = 0, "wb"
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-    atomic_write_json(meta_file, {"url": url, "etag": resp.headers.get("ETag"),
-                                  "last_modified": resp.headers.get("Last-Modified")})
-    part.parent.mkdir(parents=True, exist_ok=True)
+    then = "rerun the fetch (it resumes from the bytes already downloaded)"
+    with _disk_full_says(part, total, then):
+        atomic_write_json(meta_file, {"url": url, "etag": resp.headers.get("ETag"),
+                                      "last_modified": resp.headers.get("Last-Modified")})
     label = part.name.removesuffix(".part")
-    with part.open(mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                     unit_divisor=1024, desc=label) as bar:
+    with _disk_full_says(part, total, then), part.open(mode) as fh, tqdm(
+        total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label
+    ) as bar:
         for chunk in resp.raw.stream(CHUNK, decode_content=False):
             fh.write(chunk)
             bar.update(len(chunk))
@@ -468,7 +641,8 @@ def download_kaggle(slug: str, staging: Path, name: str) -> Path:
 
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        api.dataset_download_files(slug, path=str(staging), quiet=False, unzip=False)
+        with _disk_full_says(staging / f"{name}.part", None, "rerun the fetch"):
+            api.dataset_download_files(slug, path=str(staging), quiet=False, unzip=False)
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise UserError(f"Kaggle refused {slug} (HTTP {status}): check your credentials and accept "
@@ -497,9 +671,11 @@ def download_hf(repo: str, path_in_repo: str, staging: Path, revision: str | Non
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = endpoint or "https://huggingface.co"
     try:
-        local = hf_hub_download(repo_id=repo, filename=path_in_repo, repo_type="dataset",
-                                revision=revision, local_dir=staging,
-                                token=os.environ.get("HF_TOKEN") or None, endpoint=endpoint)
+        with _disk_full_says(staging / f"{Path(path_in_repo).name}.part", None,
+                             "rerun the fetch"):
+            local = hf_hub_download(repo_id=repo, filename=path_in_repo, repo_type="dataset",
+                                    revision=revision, local_dir=staging,
+                                    token=os.environ.get("HF_TOKEN") or None, endpoint=endpoint)
     except GatedRepoError:
         raise UserError(f"Hugging Face dataset {repo} is gated: accept its terms on {where} and "
                         f"set HF_TOKEN") from None

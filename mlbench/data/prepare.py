@@ -4,7 +4,9 @@ Every image is decoded and normalised in parallel over all cores (`images.proces
 unreadable ones are listed with the reason in `rejected.csv` (never a crash, never silently
 dropped); a test image whose content also appears in train is removed from test (leakage).
 File names are made unique across the whole dataset because services upload into flat folders
-(`training_uploads/<file>`), as the seed benchmark did.
+(`training_uploads/<file>`), as the seed benchmark did, and short enough for any file system
+(`MAX_STEM`). A full disk stops the stage with one line saying how much it needs where, after
+removing the partial output (prepare always starts over).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from tqdm import tqdm
 from mlbench import paths
 from mlbench.console import err
 from mlbench.core import ImageRef
+from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.images import Outcome, output_suffix, process_image
 from mlbench.data.sources import get_source
+from mlbench.data.sources.base import check_class_name
 from mlbench.errors import UserError
 from mlbench.io import CsvDraft, atomic_write_text
 
 MANIFEST_HEADER = ["path", "filename", "class", "split", "sha256", "width", "height"]
 REJECTED_HEADER = ["source", "class", "split", "reason"]
+#: Longest file stem kept from a source name (ASCII after `safe_stem`): with `_<n>` and the
+#: suffix it stays far below the 255 bytes of a file name and the 1,024 of an S3 key.
+MAX_STEM = 120
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,10 @@ class PrepareSummary:
 
 
 def safe_stem(name: str) -> str:
-    """ASCII file stem safe in a URL, an S3 key and a CSV cell (non-ASCII folded, spaces -> _)."""
+    """ASCII file stem safe in a URL, an S3 key and a CSV cell (non-ASCII folded, spaces -> _),
+    at most `MAX_STEM` characters."""
     folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._") or "image"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded)[:MAX_STEM].strip("._") or "image"
 
 
 Planned = tuple[str, str, str, str]  # split, class, raw path, output path (plain strings)
@@ -61,6 +69,7 @@ def plan_outputs(ds: str, items: Iterable[ImageRef]) -> list[Planned]:
     used: set[str] = set()
     planned = []
     for item in sorted(items, key=lambda i: (i.split != "train", i.class_name, str(i.path))):
+        check_class_name(item.class_name, item.path)
         stem, suffix = safe_stem(item.path.stem), output_suffix(item.path)
         name, k = f"{stem}{suffix}", 2
         while name.lower() in used:
@@ -95,6 +104,10 @@ def prepare_dataset(ds: str, max_side: int, workers: int | None = None) -> Prepa
     pool = get_context("fork").Pool(workers) if workers > 1 else None
     try:
         return _prepare(ds, source.images(raw), max_side, pool, workers)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # the images still queued would only fail the same way
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -107,9 +120,37 @@ def _prepare(ds: str, items: Iterable[ImageRef], max_side: int, pool: Pool | Non
     if not planned:
         raise UserError(f"{paths.raw_dir(ds)}: no images found for {ds}; delete the folder and "
                         "fetch again")
+    _remove_outputs(ds)
+    try:
+        return _write_outputs(ds, planned, max_side, pool, workers)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        if pool is not None:  # no worker may write after the removal below
+            pool.terminate()
+            pool.join()
+        _remove_outputs(ds)  # prepare starts over anyway; leave the disk as it was
+        sizes = [_size(src) for *_, src, _out in planned]
+        raise disk_full(paths.DATA / ds, f"preparing {ds}", sum(sizes),
+                        f"rerun `mlbench prepare {ds}`",
+                        detail=f"at most the size of its {len(sizes)} source images; the "
+                               f"partial output was removed") from None
+
+
+def _remove_outputs(ds: str) -> None:
     for split in ("train", "test"):
         shutil.rmtree(paths.split_dir(ds, split), ignore_errors=True)
 
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _write_outputs(ds: str, planned: list[Planned], max_side: int, pool: Pool | None,
+                   workers: int) -> PrepareSummary:
     train_hashes: dict[str, str] = {}
     written: Counter[str] = Counter()
     classes: set[str] = set()

@@ -5,8 +5,10 @@ Adding a dataset is adding one module here; nothing else needs to know its name.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
+import re
 from functools import cache
 
 from mlbench.data.sources.base import DatasetSource
@@ -30,10 +32,25 @@ def dataset_names() -> list[str]:
     return list(_registry())
 
 
+#: What a dataset name may look like: it names folders (`data/<ds>/`) and params keys.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
 def get_source(name: str) -> DatasetSource:
+    """The source of dataset `name`; one-line `UserError` for an unknown or path-like name.
+
+    Callers look the name up before they build any path from it, so `mlbench fetch ../../x`
+    is refused before a folder is made.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = name if not isinstance(name, str) or len(name) <= 80 else f"{name[:60]}..."
+        raise UserError(f"{shown!r} is not a dataset name (letters, digits, _ and -; "
+                        f"no path); choose one of {', '.join(dataset_names())}")
     try:
         return _registry()[name]
     except KeyError:
+        near = difflib.get_close_matches(name, dataset_names(), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
         raise UserError(
-            f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}"
+            f"unknown dataset {name!r}; {hint}choose one of {', '.join(dataset_names())}"
         ) from None

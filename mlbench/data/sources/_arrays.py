@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mlbench.core import ImageRef
+from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.sources.base import DatasetSource, FetchContext
 from mlbench.io import atomic_write_text
 
@@ -52,13 +53,21 @@ class ArraySource(DatasetSource):
         index = np.arange(len(labels))
         train_idx, test_idx = train_test_split(index, test_size=self.test_fraction,
                                                stratify=labels, random_state=SPLIT_SEED)
-        for split, chosen in (("train", train_idx), ("test", test_idx)):
-            for i in sorted(chosen):
-                out = raw / split / self.class_names[int(labels[i])] / \
-                    f"{self.file_prefix}_{i:05d}.png"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                self.to_image(images[i]).save(out, format="PNG")
-        atomic_write_text(done, f"v{self.raw_version} {len(labels)} images\n")
+        try:
+            for split, chosen in (("train", train_idx), ("test", test_idx)):
+                for i in sorted(chosen):
+                    out = raw / split / self.class_names[int(labels[i])] / \
+                        f"{self.file_prefix}_{i:05d}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    self.to_image(images[i]).save(out, format="PNG")
+            atomic_write_text(done, f"v{self.raw_version} {len(labels)} images\n")
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            for split in ("train", "test"):
+                shutil.rmtree(raw / split, ignore_errors=True)
+            raise disk_full(raw, f"writing the {len(labels):,} {self.name} images", None,
+                            "rerun the fetch") from None
 
     def images(self, raw: Path) -> Iterator[ImageRef]:
         for split in ("train", "test"):

@@ -15,6 +15,7 @@ from typing import Literal
 
 from mlbench.core import ImageRef
 from mlbench.data.fetch import FetchContext
+from mlbench.errors import UserError
 
 Split = Literal["train", "test"]
 
@@ -35,3 +36,14 @@ class DatasetSource(ABC):
     def images(self, raw: Path) -> Iterator[ImageRef]:
         """Yield every candidate image in `raw` with its class and official split (`train` or
         `test`; corrupt ones too: `prepare` rejects them with a reason)."""
+
+
+def check_class_name(name: str, where: object) -> str:
+    """`name` if it can be a folder name: a class becomes `data/<ds>/<split>/<class>/`, so a
+    label such as `..` or `a/b` (from hostile metadata) must never reach a path."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} characters)"
+        raise UserError(f"{where}: class name {shown!r} cannot be a folder name; fix the "
+                        f"dataset's labels (or its source module)")
+    return name

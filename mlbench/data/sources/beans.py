@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from mlbench.core import ImageRef
+from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.extract import image_files
 from mlbench.data.fetch import Remote, fetch_files
-from mlbench.data.sources.base import DatasetSource, FetchContext, Split
+from mlbench.data.sources.base import DatasetSource, FetchContext, Split, check_class_name
 from mlbench.errors import UserError, needs_extra
 from mlbench.io import atomic_write_json
 
@@ -102,6 +103,26 @@ def unpack_parquet(parquet: Path, out: Path) -> None:
     if "image" not in columns or "labels" not in columns:
         raise UserError(f"{parquet}: expected columns image and labels, found "
                         f"{', '.join(pf.schema_arrow.names)}")
+    try:
+        _write_rows(pf, columns, names, parquet, staging)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise disk_full(out.parent, f"unpacking {parquet.name}", parquet.stat().st_size,
+                        "rerun the fetch", detail="about the parquet file's size") from None
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if staging.exists():
+        staging.replace(out)
+    else:
+        out.mkdir()
+    atomic_write_json(marker, stamp)
+
+
+def _write_rows(pf: Any, columns: list[str], names: list[str], parquet: Path,
+               staging: Path) -> None:
+    """Each row's image bytes to `staging/<class>/<file>`, untouched."""
     used: set[str] = set()
     row = 0
     for batch in pf.iter_batches(batch_size=64, columns=columns):  # flat memory
@@ -112,17 +133,10 @@ def unpack_parquet(parquet: Path, out: Path) -> None:
                                 f"{len(names) - 1}")
             image = rec["image"] or {}
             name = _file_name(image, rec.get("image_file_path"), row, used)
-            dest = staging / names[label] / name
+            dest = staging / check_class_name(names[label], parquet) / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(image.get("bytes") or b"")  # empty bytes: prepare rejects it
             row += 1
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if staging.exists():
-        staging.replace(out)
-    else:
-        out.mkdir()
-    atomic_write_json(marker, stamp)
 
 
 def _file_name(image: dict[str, Any], file_path: str | None, row: int, used: set[str]) -> str:
@@ -135,12 +149,19 @@ def _file_name(image: dict[str, Any], file_path: str | None, row: int, used: set
                 break
             name = ""
     base = PurePosixPath(name or f"row_{row:05d}")
-    stem, suffix = base.stem, base.suffix or ".jpg"
+    # a file name must fit the file system (255 bytes): long ones are cut, kept unique below
+    stem, suffix = _cut(base.stem, 150), _cut(base.suffix, 16) or ".jpg"
     candidate, k = f"{stem}{suffix}", 2
     while candidate.lower() in used:
         candidate, k = f"{stem}_{k}{suffix}", k + 1
     used.add(candidate.lower())
     return candidate
+
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (never inside a character)."""
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
 
 
 SOURCE = Beans()
