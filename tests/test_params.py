@@ -19,7 +19,7 @@ def test_repo_params_are_valid_and_default_to_the_offline_run():
     from mlbench.services.registry import parse_settings
 
     p = load_checked_params(REPO / "params.yaml")
-    assert p.datasets == ("digits",)
+    assert p.datasets == ("digits", "animals")
     assert p.services == ("local",)
     assert p.ablations == (5, 20, 80, 320, 1280)
     assert p.ablation is None

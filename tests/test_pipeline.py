@@ -65,6 +65,10 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
         assert (repro / "results" / "plots" / name).stat().st_size > 5000
     shown = run(["dvc", "metrics", "show", "--json"], repro).stdout
     assert '"acc@0080"' in shown
+    # the default pipeline's second built-in dataset gives every size up to 320 (800 a class)
+    animals = json.loads((repro / "results" / "metrics" / "local-animals.json").read_text())
+    assert animals["acc@1280"] == "unavailable"
+    assert 0.5 < animals["acc@0005"] < animals["acc@0320"] <= 1
 
 
 @pytest.mark.slow
@@ -142,16 +146,22 @@ def test_a_mistyped_key_fails_the_run_instead_of_being_ignored(repro):
 
 
 @pytest.mark.slow
-def test_experiment_with_one_ablation(repro):
+def test_the_headline_experiment_at_500_images_per_class(repro):
+    """`dvc exp run -S ablation=500`, the README's own example, failed on the default pipeline
+    (digits' smallest class has 131 training images): now the dataset that can give 500 trains
+    and is scored at 500, the one that cannot says so, and the run exits 0."""
     run(["dvc", "repro"], repro)
     run([*GIT, "add", "-A"], repro)
     run([*GIT, "commit", "-qm", "baseline"], repro)
-    run(["dvc", "exp", "run", "-S", "ablation=50", "-n", "fifty"], repro)
+    proc = run(["dvc", "exp", "run", "-S", "ablation=500", "-n", "five-hundred"], repro)
+    assert "digits: ablation 500 unavailable" in proc.stdout + proc.stderr
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repro).stdout)
     text = json.dumps(shown)
-    assert '"fifty"' in text and '"ablation": 50' in text and '"acc@0050"' in text
-    acc = json.loads((repro / "results" / "metrics" / "local-digits.json").read_text())
-    assert list(acc) == ["acc@0050"] and acc["acc@0050"] > 0.85
+    assert '"five-hundred"' in text and '"ablation": 500' in text and '"acc@0500"' in text
+    animals = json.loads((repro / "results" / "metrics" / "local-animals.json").read_text())
+    digits = json.loads((repro / "results" / "metrics" / "local-digits.json").read_text())
+    assert list(animals) == ["acc@0500"] and animals["acc@0500"] > 0.9
+    assert digits == {"acc@0500": "unavailable"}
 
 
 def test_a_corrupt_raw_image_is_rejected_and_the_run_succeeds(digits_copy):
@@ -168,6 +178,7 @@ def test_asking_a_size_no_dataset_can_give_fails_with_the_reason(digits_copy):
     params = Path("params.yaml")
     data = yaml.safe_load(params.read_text())
     data["ablation"] = 500
+    data["datasets"] = ["digits"]
     params.write_text(yaml.safe_dump(data))
     run(["mlbench", "ablate", "digits"], digits_copy)
     proc = run(["mlbench", "train", "local", "digits"], digits_copy, check=False)
