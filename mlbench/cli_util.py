@@ -10,6 +10,8 @@ import typer
 
 from mlbench.console import err
 from mlbench.errors import ServiceError, UserError
+from mlbench.redact import scrub
+from mlbench.runlock import guard_process
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,9 +26,10 @@ def exit_status(exc: BaseException) -> int | None:
 
 
 def report(exc: BaseException) -> None:
+    """Print the error as one line, credentials scrubbed (a vendor's message may echo them)."""
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+    err.print(f"[bold red]error:[/bold red] {escape(scrub(str(exc)))}")
 
 
 def one_line_errors(fn: F) -> F:
@@ -44,11 +47,16 @@ def one_line_errors(fn: F) -> F:
 
 
 def run_script(run: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
-    """Entry point of a seed-compatible script: errors as `one_line_errors` reports them."""
+    """Entry point of a seed-compatible script: errors as `one_line_errors` reports them.
+
+    Run as a program (`argv` None: the arguments are the process's own), the process is guarded
+    like every `mlbench` command: it ends when its parent dies (`runlock.guard_process`)."""
     import sys
 
     import click
 
+    if argv is None:
+        guard_process()
     try:
         run(sys.argv[1:] if argv is None else argv)
     except (UserError, ServiceError) as exc:

@@ -1,7 +1,8 @@
 """Small file-writing helpers shared by every stage: atomic writes and append-safe CSV logs.
 
 Results must never be half-written: a crash leaves either the old file or the new one, and a
-resumable log (predictions, uploads) loses at most the row that was being written.
+resumable log (predictions, uploads) loses at most the row that was being written: its reader
+(`read_csv_log`) trusts only complete, well-formed lines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,70 @@ class CsvDraft:
             self.tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class CsvLog:
+    """The rows of an append-only CSV log that can be trusted, and how many lines could not.
+
+    `rows` are the parsed fields of each complete line (one record per line, ending in a
+    newline, exactly as many fields as the header) with `lines` their raw bytes, in file order;
+    `bad` counts the lines left out (a torn last line, a line garbled by a crash or a full
+    disk); `header_ok` says whether the first line is the expected header.
+    """
+
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    bad: int = 0
+    header_ok: bool = True
+
+
+def read_csv_log(path: Path, header: Sequence[str]) -> CsvLog:
+    """Read a log written by `CsvAppender` trusting only complete, well-formed lines.
+
+    A kill or a full disk can leave the last line cut at any byte: that line is never returned
+    (it may even parse as a row with fewer, or shorter, fields). Each record must sit on one
+    line; `CsvAppender` writes them so.
+    """
+    log = CsvLog()
+    if not path.exists():
+        return log
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()
+        log.bad += 1
+    for i, raw in enumerate(lines):
+        try:
+            text = raw.decode("utf-8")
+            fields = next(csv.reader([text.rstrip("\r\n")], strict=True), [])
+        except (UnicodeDecodeError, csv.Error):
+            fields = None
+        if i == 0:
+            log.header_ok = fields == list(header)
+            if not log.header_ok:
+                log.bad += 1
+            continue
+        if fields is None or len(fields) != len(header):
+            log.bad += 1
+            continue
+        log.rows.append(fields)
+        log.lines.append(raw)
+    if not lines:
+        log.header_ok = False
+    return log
+
+
+def rewrite_csv_log(path: Path, header: Sequence[str], lines: Iterable[bytes]) -> None:
+    """Replace a log atomically by its header and the given raw lines (kept byte for byte)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(header)
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8") + b"".join(lines))
+
+
+def one_line(text: str) -> str:
+    """Text fit for one CSV record on one line (line breaks become spaces)."""
+    return " ".join(text.splitlines())
+
+
 class CsvAppender:
     """Append rows to a CSV log, flushing each row to disk, writing the header once.
 
@@ -103,7 +169,9 @@ class CsvAppender:
             self._fh.flush()
 
     def write(self, row: Sequence[Any]) -> None:
-        self._writer.writerow(row)
+        """Append one record on one line (line breaks inside a field become spaces), on disk
+        before this returns."""
+        self._writer.writerow([one_line(v) if isinstance(v, str) else v for v in row])
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

@@ -141,6 +141,13 @@ def throughput_summary(svc: str, ds: str, n: int) -> Path:
     return loads_dir(svc, ds) / str(n) / "summary.json"
 
 
+def writer_lock(svc: str, ds: str) -> Path:
+    """The lock held while `train`, `evaluate` or `load` writes a service x dataset's results.
+    Outside `results/runs/` (no DVC output nor dependency holds it), inside `results/` (ignored
+    by git)."""
+    return RESULTS / "locks" / f"{svc}-{ds}.lock"
+
+
 def metrics_dir() -> Path:
     """`dvc metrics show` rows: `<svc>-<ds>.json`, the accuracy at each ablation."""
     return RESULTS / "metrics"

@@ -172,3 +172,106 @@ def test_one_policy_for_every_remote_call_counts_attempts_and_waits_what_was_ask
     with pytest.raises(ValueError):
         policy.call(final, "op", sleep=slept.append)
     assert calls == [1]
+
+
+# -- issue 14, finding 12: credentials never reach results or the console ------------------------
+SECRET_ENV = {"HF_TOKEN": "hf_abcdefghijklmnopqrstuvwx", "NYCKEL_CLIENT_SECRET": "nyk-s3cret+/=9",
+              "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+              "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEJr//////////wEaDM", "MY_API_KEY": "k-1234567890"}
+
+
+def test_finding12_scrub_removes_headers_bearer_tokens_and_env_secrets(monkeypatch):
+    from urllib.parse import quote
+
+    from mlbench.redact import MASK, remember, scrub
+
+    for name, value in SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEBUG_LEVEL", "verbose1")  # not named like a secret: left alone
+    texts = [
+        'HTTP 400: {"headers": {"Authorization": "Bearer opaque-token-123"}}',
+        "HTTP 400: authorization: Basic dXNlcjpwYXNzd29yZA==\nhost: x",
+        "{'Authorization': 'token ghp_abcdef123456', 'Accept': 'application/json'}",
+        "Proxy-Authorization=Bearer%20opaque-token-123&x=1",
+        "echo: bearer opaque-token-123 (expired)",
+        "ya29.a0AfH6SMBx-long-google-token and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3.c2ln",
+        *[f"the secret {v} and {quote(v, safe='')} leaked" for v in SECRET_ENV.values()],
+    ]
+    remember("runtime-access-token-777")
+    texts.append("got runtime-access-token-777 back")
+    for text in texts:
+        clean = scrub(text)
+        assert MASK in clean
+        for secret in [*SECRET_ENV.values(), "opaque-token-123", "dXNlcjpwYXNzd29yZA",
+                       "ghp_abcdef123456", "ya29.a0AfH6", "eyJhbGciOiJIUzI1NiJ9",
+                       "runtime-access-token-777"]:
+            assert secret not in clean and quote(secret, safe="") not in clean, (text, clean)
+    assert scrub("HTTP 503: verbose1 loading") == "HTTP 503: verbose1 loading"
+
+
+def test_finding12_an_error_body_echoing_authorization_is_scrubbed_before_it_is_cut(call):
+    """A token straddling the snippet's cut must not leave its first half behind."""
+    fake = FakeServer()
+    token = "tok-" + "x" * 60
+
+    @fake.route("POST", "/classify")
+    def echo(req):
+        return Response(400, ("." * 170 + f" Authorization: {req.header('Authorization')}")
+                        .encode())
+
+    with fake:
+        svc = Echo(fake.url)
+        svc.token = token
+        with pytest.raises(ServiceCallError) as caught:
+            call(svc, b"x")
+    message = str(caught.value)
+    assert "HTTP 400" in message and "tok-xxx" not in message and "[REDACTED]" in message
+
+
+def test_finding12_load_test_error_rows_are_scrubbed(monkeypatch):
+    import time as clock
+
+    from mlbench.bench.load import _record
+
+    monkeypatch.setenv("HF_TOKEN", SECRET_ENV["HF_TOKEN"])
+    t0 = clock.perf_counter()
+    record = _record(3, t0, t0, ServiceCallError(
+        f"HTTP 400: bad token {SECRET_ENV['HF_TOKEN']} / Bearer abcdefgh12345", 400))
+    assert SECRET_ENV["HF_TOKEN"] not in record.error and "abcdefgh12345" not in record.error
+
+
+def test_finding12_one_line_errors_are_scrubbed_when_printed(monkeypatch, capsys):
+    from mlbench.cli_util import one_line_errors
+    from mlbench.errors import ServiceError
+
+    monkeypatch.setenv("NYCKEL_CLIENT_SECRET", SECRET_ENV["NYCKEL_CLIENT_SECRET"])
+
+    @one_line_errors
+    def stage() -> None:
+        raise ServiceError(f"vendor said: client_secret={SECRET_ENV['NYCKEL_CLIENT_SECRET']}, "
+                           "Authorization: Bearer abcdefgh12345")
+
+    import typer
+
+    with pytest.raises(typer.Exit):
+        stage()
+    printed = capsys.readouterr().err
+    assert "error: vendor said" in printed
+    assert SECRET_ENV["NYCKEL_CLIENT_SECRET"] not in printed and "abcdefgh12345" not in printed
+
+
+# -- issue 14, finding 10: a 2xx with another shape is a failed call, never a crash --------------
+@pytest.mark.parametrize("body", [
+    b'{"label": "cat", "score": 0.9}', b"{}", b'[{"label": ["cat"], "score": 0.9}]',
+    b'[{"label": "cat", "score": ' + b"9" * 400 + b"}]", b'[{"label": "cat", "score": NaN}]',
+    b'[{"label": "cat", "score": true}]', b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe",
+    b'[{"label": "cat"}]', b"null",
+])
+def test_finding10_unexpected_json_is_a_call_error(body):
+    from mlbench.services.http import parse_label_scores
+
+    with pytest.raises(ServiceCallError, match="expected") as caught:
+        parse_label_scores(body, 200, who="endpoint")
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+    assert parse_label_scores(b"[]").label is None  # an answer naming no class: no label
+    assert parse_label_scores(b'[[{"label": "cat", "score": 1}]]').label == "cat"

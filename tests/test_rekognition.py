@@ -6,6 +6,7 @@ instance metadata service are switched off so no test can reach a real AWS accou
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ from mlbench.services.rekognition import service as rek_service
 from mlbench.services.rekognition.export import LABEL_ATTRIBUTE, class_folder
 from mlbench.services.rekognition.service import MAX_IMAGE_BYTES, RekognitionService, fit_image
 from mlbench.services.rekognition.settings import Settings
-from tests.fakes.http_base import Fault
+from tests.fakes.http_base import FakeServer, Fault, Response
 from tests.fakes.rekognition import FakeRekognition, RekognitionBackend
 
 BUCKET = "mlbench-test-bucket"
@@ -664,7 +665,7 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
         tmp_path, moto_url, s3, fake):
     """Issue 7's "Done when", as a user runs it: `dvc repro` with services [local, rekognition]
     against moto + the fake uploads exactly the ablation, trains and starts one model, puts
-    Rekognition in metrics.json and the plots; a rerun does (and uploads) nothing; `mlbench
+    Rekognition in the metrics and the plots; a rerun does (and uploads) nothing; `mlbench
     rekognition stop` stops the model so the user stops paying."""
     import csv
     import subprocess
@@ -688,9 +689,9 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     first = run("dvc", "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
-    metrics = json.loads((proj / "results" / "metrics.json").read_text())
     for svc in ("local", "rekognition"):
-        assert 0.0 <= metrics[svc][DS]["5"]["accuracy"] <= 1.0, metrics[svc]
+        acc = json.loads((proj / "results" / "metrics" / f"{svc}-{DS}.json").read_text())
+        assert 0.0 <= acc["acc@0005"] <= 1.0, (svc, acc)
     for plot in ("learning_curve.png", "latency.png"):
         assert (proj / "results" / "plots" / plot).stat().st_size > 0
 
@@ -760,3 +761,91 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
     assert version.state.status in ("STOPPING", "STOPPED") and version.stops == 1
     (only,) = project.versions.values()  # still one model: stopping created nothing
     assert only is version
+
+
+# -- issue 14, finding 10: every S3 answer is one line -------------------------------------------
+@pytest.mark.parametrize(("head", "listing", "error", "says"), [
+    (Response(400, b""), None, ServiceError, "S3 bucket 'mlbench-test-bucket': s3 head_bucket: "
+                                             "400"),
+    (Response(409, b""), None, ServiceError, "check buckets.aws"),
+    (Response(301, b"", {"x-amz-bucket-region": "eu-west-1"}), None, UserError,
+     "is not in us-east-1"),
+    (Response(200, b""), Response(200, b"<ListBucketResult><IsTruncated>true</IsTruncated>"
+                                       b"</ListBucketResult>"), ServiceError,
+     "no continuation token"),
+    (Response(200, b""), Response(400, b"<html>proxy says no</html>"), ServiceError,
+     "list_objects_v2"),
+    (Response(200, b""), Response(200, b"<ListBucketResult><Contents><Key>k</Key><Size>x"
+                                       b"</Size></Contents></ListBucketResult>"), ServiceError,
+     "list_objects_v2"),
+])
+def test_finding10_s3_errors_other_than_403_404_are_one_line(tmp_path, fake, split, head,
+                                                             listing, error, says):
+    """HeadBucket / ListObjectsV2 answers other than 403/404 (a bad request, a redirect, a
+    listing an S3-compatible store got wrong) gave botocore tracebacks."""
+    s3_fake = FakeServer()
+    s3_fake.route("HEAD", "/.*")(lambda req: head)
+    s3_fake.route("GET", "/.*")(lambda req: listing or Response(500, b""))
+    with s3_fake:
+        svc = make_service(tmp_path, settings(s3_fake.url, fake, max_attempts=2))
+        with pytest.raises(error) as caught:
+            svc.upload(split)
+    message = str(caught.value)
+    assert says in message and "\n" not in message
+    assert fake.backend.projects == {}  # nothing created after the failed check
+
+
+def test_finding10_a_botocore_error_without_an_answer_is_one_line():
+    from botocore.exceptions import IncompleteReadError, ParamValidationError
+
+    from mlbench.services.rekognition.api import AwsCallError, judge
+
+    error = judge(IncompleteReadError(actual_bytes=3, expected_bytes=9), "s3 get_object", 1)
+    assert isinstance(error, AwsCallError) and "IncompleteReadError" in str(error)
+    bug = ParamValidationError(report="Bucket: invalid")
+    assert judge(bug, "s3 head_bucket", 1) is bug  # a request we built wrong stays a bug
+
+
+# -- issue 14, finding 11: a key allowed only DetectCustomLabels scores the test set -------------
+def test_finding11_a_key_allowed_only_detect_custom_labels_scores_the_test_set(
+        digits_copy, moto_url, s3, fake, monkeypatch, capsys):
+    """The seed's invoke needed DetectCustomLabels only; `connect` (and `adopt`) also described
+    the model, so a least-privilege key got an error instead of scores."""
+    import importlib.util
+
+    from mlbench.data.ablate import load_split
+    from mlbench.data.export import write_test_table
+
+    write_test_table(DS, 2, 0)
+    s3.create_bucket(Bucket="abucket")
+    rek = settings(moto_url, fake)
+    (digits_copy / "params.yaml").write_text(yaml.safe_dump({
+        **project_params(rek, {"aws": "abucket"}), "ablations": [5]}))
+    owner = make_service(digits_copy, rek, buckets={"aws": "abucket"}, ablation=5)
+    owner.upload(load_split(DS, 5))
+    model = owner.train(load_split(DS, 5))
+    owner.connect(model)  # the model runs, started by someone allowed to
+    owner.close()
+    arn = model.ids["project_version_arn"]
+
+    fake.backend.allow_only("DetectCustomLabels")
+    before = len(fake.operations())
+    spec = importlib.util.spec_from_file_location(
+        "aws_rekognition_script", Path(__file__).resolve().parents[1] / "scripts" /
+        "aws_rekognition.py")
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    capsys.readouterr()
+    assert wrapper.main(["invoke", DS, "5", arn]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" not in err
+    warnings = [line for line in err.splitlines() if "not allowed to check the model" in line]
+    assert len(warnings) == 2  # one when recording the model, one when connecting to it
+    with paths.predictions_csv("rekognition", DS, 5).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 20 and not any(r["error"] for r in rows)
+    ops = fake.operations()[before:]
+    assert ops.count("DetectCustomLabels") == 20
+    assert set(ops) - {"DetectCustomLabels"} <= {"DescribeProjects", "DescribeProjectVersions"}
+    recorded = ModelRef.load(paths.model_json("rekognition", DS, 5))
+    assert recorded is not None and recorded.ids["project_version_arn"] == arn

@@ -5,7 +5,8 @@
 one asyncio event loop with a pooled aiohttp session: a thread per request would add
 milliseconds of scheduling to every latency it reports. Services without an HTTP description
 (boto3-based) fall back to a thread pool, and the summary says so. Latency uses the monotonic
-high-resolution clock; errors are counted, never fatal.
+high-resolution clock; errors are counted, never fatal, and their text is scrubbed of
+credentials. The stage holds the (service, dataset) writer lock while it runs.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from mlbench.bench.runs import trained_models
 from mlbench.bench.stats import percentiles_ms
 from mlbench.console import err
 from mlbench.core import Prediction
+from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.export import load_test_images
 from mlbench.errors import ServiceCallError
 from mlbench.io import atomic_write_csv, atomic_write_json
 from mlbench.params import LoadParams, Params
+from mlbench.redact import scrub
+from mlbench.runlock import writer_lock
 from mlbench.services.base import Service
 from mlbench.services.http import HttpService
 from mlbench.services.ratelimit import RateLimiter
@@ -50,7 +54,7 @@ def _record(i: int, t0: float, start: float, outcome: Prediction | ServiceCallEr
     end = time.perf_counter()
     if isinstance(outcome, ServiceCallError):
         return CallRecord(i, start - t0, end - start, False, outcome.attempts, "",
-                          str(outcome)[:300])
+                          scrub(str(outcome))[:300])
     return CallRecord(i, start - t0, end - start, True, outcome.attempts, outcome.label or "",
                       "")
 
@@ -149,6 +153,17 @@ def write_results(records: list[CallRecord], summary: dict, service: str, ds: st
 
 
 def run_load(params: Params, service: str, ds: str, sizes: list[int] | None = None) -> list[dict]:
+    with writer_lock(paths.writer_lock(service, ds), f"mlbench load {service} {ds}"):
+        try:
+            return _run_load(params, service, ds, sizes)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(paths.loads_dir(service, ds), "writing the load test's results",
+                            None, f"rerun `mlbench load {service} {ds}`") from None
+
+
+def _run_load(params: Params, service: str, ds: str, sizes: list[int] | None) -> list[dict]:
     tests = load_test_images(ds)
     cfg = params.load
     images = [t.path.read_bytes() for t in tests[: cfg.calls]]

@@ -18,6 +18,7 @@ from mlbench.core import AblationSplit, ModelRef
 from mlbench.data.ablate import load_split
 from mlbench.data.prepare import manifest_hashes
 from mlbench.params import Params
+from mlbench.runlock import writer_lock
 from mlbench.services.base import Service
 from mlbench.services.registry import open_service
 
@@ -38,6 +39,11 @@ def record_model(model: ModelRef, key: str) -> None:
 
 
 def run_training(params: Params, service: str, ds: str) -> list[ModelRef]:
+    with writer_lock(paths.writer_lock(service, ds), f"mlbench train {service} {ds}"):
+        return _train_sizes(params, service, ds)
+
+
+def _train_sizes(params: Params, service: str, ds: str) -> list[ModelRef]:
     models = []
     sha = manifest_hashes(ds)
     for n in selected_sizes(params, ds):

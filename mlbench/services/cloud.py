@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mlbench.errors import ServiceError
-from mlbench.io import CsvAppender, atomic_write_json, read_json
+from mlbench.io import CsvAppender, atomic_write_json, read_csv_log, read_json
 
 T = TypeVar("T")
 
@@ -83,11 +82,10 @@ class UploadLog:
         self.path = path
 
     def done(self, scope: str) -> dict[str, str]:
-        if not self.path.exists():
-            return {}
-        with self.path.open(newline="", encoding="utf-8") as fh:
-            return {row["key"]: row["remote_id"] for row in csv.DictReader(fh)
-                    if row.get("scope") == scope and row.get("remote_id")}
+        """Only complete rows count: a row torn by a kill never passes for an upload."""
+        rows = read_csv_log(self.path, self.HEADER).rows
+        return {key: remote_id for row_scope, key, remote_id, _ in rows
+                if row_scope == scope and remote_id}
 
     def writer(self) -> CsvAppender:
         """An appender for new rows (`write([scope, key, remote_id, outcome])`); close it."""

@@ -11,6 +11,7 @@ Hugging Face 503 "model is loading" or a dropped connection is handled the same 
 from __future__ import annotations
 
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,15 @@ import requests
 
 from mlbench.core import Prediction
 from mlbench.errors import ServiceCallError
+from mlbench.redact import scrub
 from mlbench.retry import RETRY_STATUSES, RetryLater, RetryPolicy, retry_after_seconds
 from mlbench.services.base import Service
+
+
+class CallAgain(Exception):  # noqa: N818 - an instruction to the caller, not a failure
+    """Raised by `predict` when the service recovered from losing its server (restarted it):
+    the harness makes the call again and times it afresh, so a restart's seconds never end up
+    in a latency."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,11 @@ class HttpService(Service):
         """Called on a 401: renew credentials and return True to retry (once), else False."""
         return False
 
+    def on_unreachable(self) -> None:
+        """Called when a call could not reach the server (refused, reset, timed out), before it
+        is retried: a service that can tell the server is gone for good (the local model
+        server's process exited) raises here instead of waiting out every retry."""
+
     def _answer(self, status: int, headers: Mapping[str, str], body: bytes, attempt: int,
                 renewed: list[bool]) -> Prediction:
         can_renew = status == 401 and not renewed[0] and self.on_unauthorized()
@@ -100,6 +113,7 @@ class HttpService(Service):
                                        data=req.body, params=dict(req.params),
                                        timeout=self.retry.timeout)
             except requests.RequestException as exc:
+                self.on_unreachable()
                 raise RetryLater(f"{type(exc).__name__}: {exc}") from None
             return self._answer(resp.status_code, resp.headers, resp.content, n, renewed)
 
@@ -120,6 +134,7 @@ class HttpService(Service):
                                            timeout=timeout) as resp:
                     status, headers, body = resp.status, resp.headers, await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
+                self.on_unreachable()
                 raise RetryLater(f"{type(exc).__name__}: {exc}") from None
             return self._answer(status, headers, body, n, renewed)
 
@@ -136,16 +151,33 @@ def parse_label_scores(body: bytes, status: int = 200, who: str = "endpoint",
     """The Hugging Face image-classification answer `[{"label", "score"}, ...]` (or a batch of
     one) as a Prediction; `rename` maps endpoint labels to class names (scores of labels that
     map to the same class keep the highest). Served by HF endpoints and the local model alike.
+
+    Anything else a server answers with a 2xx (another JSON shape, a label that is not text, a
+    score that is not a finite number, JSON nested too deep to parse) is a failed call, never a
+    prediction nor a crash.
     """
     try:
-        answer = json.loads(body)
-        if isinstance(answer, list) and answer and isinstance(answer[0], list):
-            answer = answer[0]  # a batch of one
-        pairs = [(str(item["label"]), float(item["score"])) for item in answer]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ServiceCallError(f"{who}: expected [{{label, score}}], got {body[:200]!r}",
-                               status) from exc
+        pairs = _label_scores(json.loads(body))
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
+        raise ServiceCallError(f"{who}: expected [{{label, score}}], got {snippet(body)}",
+                               status) from None
     return best_of([(rename(label), score) for label, score in pairs])
+
+
+def _label_scores(answer: object) -> list[tuple[str, float]]:
+    """(label, score) pairs of a decoded answer; ValueError when it has another shape."""
+    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list):
+        answer = answer[0]  # a batch of one
+    if not isinstance(answer, list):
+        raise ValueError("not a list")
+    pairs = []
+    for item in answer:
+        label, score = item["label"], item["score"]
+        if not isinstance(label, str) or isinstance(score, bool) \
+                or not isinstance(score, int | float) or not math.isfinite(float(score)):
+            raise ValueError("label must be text and score a finite number")
+        pairs.append((label, float(score)))
+    return pairs
 
 
 def best_of(pairs: list[tuple[str, float]], attempts: int = 1) -> Prediction:
@@ -171,6 +203,12 @@ def image_mime(data: bytes) -> str:
     raise ValueError("not a JPEG, PNG, GIF, WebP or BMP image")
 
 
+#: How much of an error body is read to scrub it before it is cut to a snippet.
+SCRUB_WINDOW = 64 * 1024
+
+
 def snippet(body: bytes, limit: int = 200) -> str:
-    text = body[:limit].decode("utf-8", "replace").replace("\n", " ")
-    return text + ("..." if len(body) > limit else "")
+    """The start of an answer's body for an error message, credentials scrubbed first (so a
+    token cut at the limit cannot leave a prefix behind)."""
+    text = scrub(body[:SCRUB_WINDOW].decode("utf-8", "replace")).replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit or len(body) > SCRUB_WINDOW else "")

@@ -1,8 +1,11 @@
 """The trainable part of the local service: a linear head on frozen features.
 
 Regularisation strength is picked on the ablation's validation split, then the head is refit
-on train + val (the model a user would deploy). With `features: auto` both extractors are
-cross-validated on train + val and the better one is kept, per ablation.
+on train + val (the model a user would deploy). Without validation images (`val_fraction: 0`,
+or a 1-image ablation) C is picked by stratified cross-validation on train where every class
+has at least 2 images, else the middle of the grid is used; how it was picked is recorded.
+With `features: auto` both extractors are cross-validated on train + val and the better one is
+kept, per ablation (the first candidate when cross-validation is impossible).
 """
 
 from __future__ import annotations
@@ -29,26 +32,46 @@ class FittedHead:
     pipeline: Pipeline
     c: float
     val_accuracy: float | None
+    #: How C was chosen: "val", "cv" (no val images) or "default" (too few images for either).
+    selected_by: str = "val"
+
+
+def _folds(y: np.ndarray, seed: int) -> StratifiedKFold | None:
+    """Stratified folds over `y` (up to 5), or None when a class has fewer than 2 images."""
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return None
+    per_class = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+    folds = min(5, per_class)
+    return StratifiedKFold(folds, shuffle=True, random_state=seed) if folds >= 2 else None
 
 
 def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-             y_val: np.ndarray) -> FittedHead:
-    """Pick C on val (ties -> stronger regularisation), refit on train + val."""
-    best_c, best_acc = C_GRID[len(C_GRID) // 2], None
+             y_val: np.ndarray, seed: int = 0) -> FittedHead:
+    """Pick C on val (ties -> stronger regularisation), or by cross-validation on train when
+    there is no val; refit on train + val."""
+    best_c, best_acc, how = C_GRID[len(C_GRID) // 2], None, "default"
     if len(y_val) and len(set(y_train)) > 1:
+        how = "val"
         for c in C_GRID:
             acc = float(_head(c).fit(x_train, y_train).score(x_val, y_val))
             if best_acc is None or acc > best_acc + 1e-12:
                 best_c, best_acc = c, acc
-    x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
-    return FittedHead(_head(best_c).fit(x_all, y_all), best_c, best_acc)
+    elif not len(y_val) and (cv := _folds(y_train, seed)) is not None:
+        how = "cv"
+        scores = {c: float(cross_val_score(_head(c), x_train, y_train, cv=cv).mean())
+                  for c in C_GRID}
+        best_c = max(C_GRID, key=lambda c: (scores[c] - 1e-12 * C_GRID.index(c)))
+    if len(y_val):
+        x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+    else:
+        x_all, y_all = x_train, y_train
+    return FittedHead(_head(best_c).fit(x_all, y_all), best_c, best_acc, how)
 
 
-def cv_accuracy(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """Cross-validated accuracy of the default head, for choosing features under `auto`."""
-    per_class = np.bincount(np.unique(y, return_inverse=True)[1]).min()
-    folds = int(min(5, per_class))
-    if folds < 2:
-        return float("nan")
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+def cv_accuracy(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float | None:
+    """Cross-validated accuracy of the default head, for choosing features under `auto`; None
+    when a class has fewer than 2 images (no stratified split exists)."""
+    cv = _folds(y, seed)
+    if cv is None:
+        return None
     return float(cross_val_score(_head(1.0), x, y, cv=cv).mean())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import signal
 import socket
@@ -19,15 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 READY_PREFIX = "LISTENING "
-
-
-def die_with_parent() -> None:
-    """Linux: ask the kernel to SIGTERM this process when its parent dies (even on SIGKILL)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def build_app(model_dir: Path):
@@ -90,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args(argv)
     if args.die_with_parent:
-        die_with_parent()
+        from mlbench.runlock import die_with_parent
+
+        die_with_parent()  # the stage that started it may be SIGKILLed: never outlive it
     try:
         asyncio.run(serve(args.model_dir, args.host, args.port))
     except Exception as exc:  # report startup failures on one line for the parent to show

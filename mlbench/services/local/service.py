@@ -5,11 +5,18 @@ a light classifier): `upload` embeds the ablation's images with a frozen extract
 content hash), `submit` fits a linear head (C picked on val) at once, and `connect` starts the
 model's own HTTP server on 127.0.0.1, so `predict` goes through the same HTTP client path as a
 cloud endpoint.
+
+The server is a child process that can die (killed, out of memory). A call that cannot reach
+it checks the process at once instead of waiting out every retry: a server that exited is
+restarted once per run (the harness then calls again, timed afresh: `CallAgain`), and dies
+again -> one line (`ServiceError`), so no image is stored as an error row for a server that
+was simply gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,12 +28,14 @@ from typing import Any
 
 import numpy as np
 import requests
+from rich.markup import escape
 
 from mlbench import paths
+from mlbench.console import warn
 from mlbench.core import AblationSplit, ModelRef, Prediction, utc_now
-from mlbench.errors import UserError
+from mlbench.errors import ServiceError, UserError
 from mlbench.services.base import Job, ServiceContext
-from mlbench.services.http import HttpRequest, HttpService, parse_label_scores
+from mlbench.services.http import CallAgain, HttpRequest, HttpService, parse_label_scores
 from mlbench.services.local import server
 from mlbench.services.local.features import EmbeddingCache, make_extractor
 from mlbench.services.local.head import HEAD_VERSION, cv_accuracy, fit_head
@@ -34,6 +43,15 @@ from mlbench.services.local.model import MODEL_FILE, LocalModel
 from mlbench.services.local.server import READY_PREFIX
 
 STARTUP_TIMEOUT = 120.0
+#: Restarts of a model server that died, per connected service (then the run stops).
+MAX_RESTARTS = 1
+#: How long a call that could not reach the server waits for its process to be seen exiting
+#: (a killed server drops its connections a moment before it can be reaped).
+EXIT_GRACE = 0.5
+
+
+class ServerGone(ServiceError):
+    """The model server's process exited while the service was connected."""
 
 
 class LocalService(HttpService):
@@ -42,6 +60,8 @@ class LocalService(HttpService):
     def __init__(self, ctx: ServiceContext):
         super().__init__(ctx)
         self._server: ServerProcess | None = None
+        self._model_dir: Path | None = None
+        self.restarts = 0
         self.url: str | None = None
 
     # -- training --------------------------------------------------------------------------------
@@ -75,20 +95,25 @@ class LocalService(HttpService):
         started, t0 = utc_now(), time.perf_counter()
         classes = list(split.classes)
         index = {c: i for i, c in enumerate(classes)}
-        y_tr = np.array([index[r.class_name] for r in split.train])
-        y_va = np.array([index[r.class_name] for r in split.val])
-        scores: dict[str, float] = {}
+        y_tr = np.array([index[r.class_name] for r in split.train], dtype=int)
+        y_va = np.array([index[r.class_name] for r in split.val], dtype=int)
+        scores: dict[str, float | None] = {}
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name in self._candidates():
             x_tr = self._features(name, [r.path for r in split.train])
-            x_va = self._features(name, [r.path for r in split.val])
+            # no val images (val_fraction 0, a 1-image ablation): an empty block of x_tr's width
+            x_va = self._features(name, [r.path for r in split.val]) if split.val \
+                else np.zeros((0, x_tr.shape[1]), x_tr.dtype)
             feats[name] = (x_tr, x_va)
             if len(self._candidates()) > 1:
                 scores[name] = cv_accuracy(np.concatenate([x_tr, x_va]),
                                            np.concatenate([y_tr, y_va]), self.ctx.seed)
-        chosen = max(scores, key=lambda k: scores[k]) if scores else self._candidates()[0]
+        known = {k: v for k, v in scores.items() if v is not None}
+        # too few images per class to cross-validate: the first candidate (the better default)
+        chosen = max(known, key=lambda k: known[k]) if known and len(known) == len(scores) \
+            else self._candidates()[0]
         x_tr, x_va = feats[chosen]
-        fitted = fit_head(x_tr, y_tr, x_va, y_va)
+        fitted = fit_head(x_tr, y_tr, x_va, y_va, self.ctx.seed)
         model = LocalModel(chosen, self.settings.image_size, classes, fitted.pipeline)
         model.save(self.ctx.state_dir)
         return ModelRef(
@@ -96,7 +121,8 @@ class LocalService(HttpService):
             ids={"model_path": str(self.ctx.state_dir / MODEL_FILE)},
             train_seconds=round(time.perf_counter() - t0, 3),
             started_at=started, finished_at=utc_now(),
-            details={"features": chosen, "C": fitted.c, "val_accuracy": fitted.val_accuracy,
+            details={"features": chosen, "C": fitted.c, "C_selected_by": fitted.selected_by,
+                     "val_accuracy": fitted.val_accuracy,
                      "cv_accuracy": scores or None, "train_images": len(split.train),
                      "val_images": len(split.val)},
         )
@@ -108,8 +134,36 @@ class LocalService(HttpService):
             raise UserError(f"{model_dir / MODEL_FILE}: missing; run `mlbench train local "
                             f"{model.dataset}` first")
         self.close()
-        self._server = ServerProcess(model_dir)
+        self._model_dir, self.restarts = model_dir, 0
+        self._start()
+
+    def _start(self) -> None:
+        assert self._model_dir is not None
+        self._server = ServerProcess(self._model_dir)
         self.url = self._server.url
+
+    def on_unreachable(self) -> None:
+        """A call could not reach the server: if its process exited, say so at once."""
+        if self._server is not None and self._server.exited(EXIT_GRACE):
+            raise ServerGone(f"the local model server (pid {self._server.proc.pid}) "
+                             f"{self._server.exit_reason()}")
+
+    def predict(self, image: bytes) -> Prediction:
+        """One call. A server found dead is restarted (`MAX_RESTARTS` per run) and `CallAgain`
+        raised, so the harness repeats the call on a fresh timer; past that, one line."""
+        try:
+            return super().predict(image)
+        except ServerGone as gone:
+            if self.restarts >= MAX_RESTARTS:
+                raise ServiceError(
+                    f"{gone}, after {self.restarts} restart(s); stopped (every row so far is "
+                    f"kept): rerun `mlbench evaluate local {self.ctx.dataset}` to score the "
+                    "rest") from None
+            self.restarts += 1
+            warn(escape(f"{gone}; restarting it"))
+            self._stop_server()
+            self._start()
+            raise CallAgain(str(gone)) from None
 
     def build_request(self, image: bytes) -> HttpRequest:
         if self.url is None:
@@ -119,8 +173,20 @@ class LocalService(HttpService):
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
         return parse_label_scores(body, status, who="local model server")
 
+    async def apredict(self, session, image: bytes) -> Prediction:
+        """The load test's call: a server that died ends the test (no restart mid-measurement:
+        its latencies would mix two servers)."""
+        try:
+            return await super().apredict(session, image)
+        except ServerGone as gone:
+            raise ServiceError(f"{gone} during the load test; rerun `mlbench load local "
+                               f"{self.ctx.dataset}`") from None
+
     def close(self) -> None:
         super().close()
+        self._stop_server()
+
+    def _stop_server(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server, self.url = None, None
@@ -152,7 +218,7 @@ class ServerProcess:
                 self.proc.wait(5)
             why = self._stderr_tail() or first or f"exit status {self.proc.returncode}"
             self.stop()
-            raise RuntimeError(f"local model server did not start: {why}")
+            raise ServiceError(f"local model server did not start: {why}")
         base = first[len(READY_PREFIX):].strip()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
@@ -162,7 +228,24 @@ class ServerProcess:
             except requests.RequestException:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("local model server did not become healthy")
+        raise ServiceError(f"local model server did not answer /health within "
+                           f"{STARTUP_TIMEOUT:g} s")
+
+    def exited(self, grace: float = 0.0) -> bool:
+        """Whether the server process has exited (waiting up to `grace` seconds to see it)."""
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def exit_reason(self) -> str:
+        """How the exited server ended, with its last stderr line when it wrote one."""
+        code = self.proc.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 \
+            else f"exited with status {code}"
+        tail = self._stderr_tail()
+        return how + (f" ({tail})" if tail else "")
 
     def _stderr_tail(self) -> str:
         """The server's last stderr line (a one-line JSON error when startup fails)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import requests
 
+from mlbench import redact
 from mlbench.errors import ServiceCallError, UserError
 from mlbench.retry import RETRY_STATUSES, RetryLater, RetryPolicy, retry_after_seconds
 
@@ -84,6 +85,7 @@ class TokenProvider:
         with self._lock:
             if self._token is None or self.clock() >= self._renew_at:
                 self._token, lifetime = self.retry.call(self._fetch, f"nyckel token ({self.url})")
+                redact.remember(self._token)  # an error body echoing it is scrubbed too
                 self._renew_at = self.clock() + lifetime - min(RENEW_MARGIN_SECONDS, lifetime / 2)
                 self.fetches += 1
             return self._token

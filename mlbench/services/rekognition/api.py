@@ -19,10 +19,24 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    TokenRetrievalError,
+    UnknownCredentialError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from mlbench.errors import ServiceCallError, UserError
+from mlbench.redact import remember
 from mlbench.retry import RetryLater, RetryPolicy
 from mlbench.services.rekognition.settings import VERSION_ARN_RE, Settings
 
@@ -36,12 +50,23 @@ RETRY_CODES = frozenset({
 REFUSED_CODES = frozenset({
     "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch",
     "InvalidAccessKeyId", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
-    "AccessDenied", "AccessDeniedException", "MissingAuthenticationTokenException",
+    "MissingAuthenticationTokenException",
 })
+#: Codes that mean valid credentials are not allowed this operation (IAM policy).
+DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
 NO_CREDENTIALS = ("no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                   "(or AWS_PROFILE)")
 #: A quota of the account is used up: the user asks AWS for more (or frees some).
 QUOTA_CODES = frozenset({"ServiceQuotaExceededException"})
+
+
+class AccessDenied(UserError):
+    """Valid credentials, not allowed this operation: a caller that can do without it (a status
+    check) goes on; anywhere else it is one line saying which permission to grant."""
+
+    def __init__(self, message: str, operation: str):
+        super().__init__(message)
+        self.operation = operation
 
 
 class AwsCallError(ServiceCallError):
@@ -53,13 +78,23 @@ class AwsCallError(ServiceCallError):
 
 
 def judge(exc: Exception, what: str, attempt: int) -> Exception:
-    """The error to raise for a failed attempt: RetryLater, UserError or AwsCallError."""
+    """The error to raise for a failed attempt: RetryLater, UserError or AwsCallError.
+
+    Every AWS error is one line; only a request botocore refuses to build (ParamValidationError,
+    a bug here) keeps its traceback."""
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return RetryLater(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, NoCredentialsError):
         return UserError(NO_CREDENTIALS)
-    if not isinstance(exc, ClientError):
+    if isinstance(exc, PartialCredentialsError | CredentialRetrievalError
+                  | UnknownCredentialError | NoAuthTokenError | TokenRetrievalError):
+        return UserError(f"AWS credentials unusable for {what} ({exc}); fix AWS_ACCESS_KEY_ID / "
+                         "AWS_SECRET_ACCESS_KEY or AWS_PROFILE")
+    if isinstance(exc, ParamValidationError):
         return exc  # a bug (bad parameters): keep the traceback
+    if not isinstance(exc, ClientError):  # an answer botocore could not read, say
+        return AwsCallError(f"{what}: {type(exc).__name__}: {exc}", type(exc).__name__, None,
+                            attempt)
     error = exc.response.get("Error", {})
     code, message = str(error.get("Code", "")), str(error.get("Message", "")) or str(exc)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -69,6 +104,9 @@ def judge(exc: Exception, what: str, attempt: int) -> Exception:
     if code in REFUSED_CODES:
         return UserError(f"AWS refused {what} ({why}); check the credentials "
                          "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and their permissions")
+    if code in DENIED_CODES:
+        return AccessDenied(f"AWS denied {what} ({why}); allow it in the IAM policy of these "
+                            "credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE)", what)
     if code in QUOTA_CODES:
         return UserError(f"an AWS quota is used up ({what}: {why}); ask for an increase in the "
                          "Service Quotas console or free some of it")
@@ -84,8 +122,12 @@ class Api:
 
     def __init__(self, settings: Settings, pool_size: int = 10):
         session = boto3.session.Session(region_name=settings.region)
-        if session.get_credentials() is None:
+        credentials = session.get_credentials()
+        if credentials is None:
             raise UserError(NO_CREDENTIALS)
+        if not isinstance(credentials, RefreshableCredentials):  # (no refresh call here)
+            # maybe from a shared credentials file, not the environment: scrub them from errors
+            remember(credentials.secret_key, credentials.token)
         if not session.region_name:
             raise UserError("no AWS region set; set AWS_DEFAULT_REGION (or rekognition.region "
                             "in params.yaml) to a region with Rekognition Custom Labels")
@@ -118,6 +160,12 @@ class Api:
                 return method(**kwargs)
             except (ClientError, BotoCoreError) as exc:
                 raise judge(exc, what, n) from None
+            except (ResponseParserError, ValueError) as exc:
+                # botocore could not parse the answer (it raises these bare, not as
+                # BotoCoreError): a server speaking S3 or Rekognition wrongly, not a retry case
+                raise AwsCallError(f"{what}: unreadable answer ({type(exc).__name__}: {exc}); "
+                                   "check the endpoint (rekognition.endpoint_url / "
+                                   "s3_endpoint_url)", "ResponseParserError", None, n) from None
 
         return self.policy.call(attempt, what), tries[0]
 

@@ -58,7 +58,8 @@ def put_ablation(api: Api, bucket: str, split: AblationSplit, workers: int) -> U
 
 
 def check_bucket(api: Api, bucket: str) -> None:
-    """Fail early, with what to do, when the bucket is missing, foreign or in another region."""
+    """Fail early, with what to do, when the bucket is missing, foreign or in another region;
+    any other answer to HeadBucket is one line naming the bucket too."""
     try:
         answer = api.s3("head_bucket", Bucket=bucket)
     except AwsCallError as exc:
@@ -68,7 +69,12 @@ def check_bucket(api: Api, bucket: str) -> None:
         if exc.code in ("403", "AccessDenied", "Forbidden"):
             raise UserError(f"access to S3 bucket {bucket!r} denied; check the AWS credentials "
                             "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy") from None
-        raise
+        if exc.code in ("301", "PermanentRedirect", "307", "TemporaryRedirect"):
+            raise UserError(f"S3 bucket {bucket!r} is not in {api.region} (HeadBucket answered "
+                            f"{exc.code}); set AWS_DEFAULT_REGION to the bucket's region or use "
+                            f"a bucket in {api.region}") from None
+        raise ServiceError(f"S3 bucket {bucket!r}: {exc}; check buckets.aws in params.yaml and "
+                           "rekognition.s3_endpoint_url, then rerun") from None
     where = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
     if where and where != api.region:
         raise UserError(f"S3 bucket {bucket!r} is in {where} but Rekognition runs in "
@@ -82,10 +88,16 @@ def list_existing(api: Api, bucket: str, prefix: str) -> Listing:
     token: dict[str, str] = {}
     while True:
         page = api.s3("list_objects_v2", Bucket=bucket, Prefix=prefix + "/", **token)
-        for obj in page.get("Contents", []):
-            found[obj["Key"]] = (int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
+        for obj in page.get("Contents") or []:
+            if not obj.get("Key") or not isinstance(obj.get("Size"), int):
+                continue  # not a usable listing entry: its file is simply sent again
+            found[obj["Key"]] = (obj["Size"], str(obj.get("ETag", "")).strip('"'))
         if not page.get("IsTruncated"):
             return found
+        if not page.get("NextContinuationToken"):
+            raise ServiceError(f"s3://{bucket}/{prefix}/: ListObjectsV2 said the listing goes "
+                               "on but gave no continuation token; check "
+                               "rekognition.s3_endpoint_url (an S3-compatible store?) and rerun")
         token = {"ContinuationToken": page["NextContinuationToken"]}
 
 

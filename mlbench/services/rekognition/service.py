@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mlbench.console import err
+from mlbench.console import err, warn
 from mlbench.core import AblationSplit, ModelRef, Prediction
 from mlbench.errors import ServiceCallError, ServiceError, UserError
 from mlbench.services.base import Job, Service, ServiceContext
@@ -36,7 +36,13 @@ from mlbench.services.cloud import StateStore, wait_for
 from mlbench.services.http import best_of
 from mlbench.services.rekognition import export
 from mlbench.services.rekognition import s3 as s3up
-from mlbench.services.rekognition.api import Api, AwsCallError, project_name, version_parts
+from mlbench.services.rekognition.api import (
+    AccessDenied,
+    Api,
+    AwsCallError,
+    project_name,
+    version_parts,
+)
 
 STATE_FILE = "rekognition.json"
 #: DetectCustomLabels takes at most 4 MB of image bytes (Custom Labels quota).
@@ -62,6 +68,7 @@ class RekognitionService(Service):
         self._api: Api | None = None
         self._store: StateStore | None = None
         self._arn: str | None = None
+        self._warned_denied = False
         #: What the last `upload` sent and skipped, for the log line and the tests.
         self.upload_report: s3up.UploadReport | None = None
 
@@ -226,11 +233,29 @@ class RekognitionService(Service):
         return model
 
     def adopt(self, given: str) -> ModelRef:
-        """A model trained elsewhere (the seed's console path): described, nothing created."""
-        project_arn = self.api.project_of(given)
-        model = self._model_ref(project_arn, self.api.version(project_arn, given))
+        """A model trained elsewhere (the seed's console path): described, nothing created.
+
+        Credentials allowed only DetectCustomLabels (all the seed's invoke needed) cannot
+        describe it: the model is then recorded from its ARN alone, with one warning."""
+        version_parts(given)  # a malformed ARN is one line before any call
+        try:
+            project_arn = self.api.project_of(given)
+            model = self._model_ref(project_arn, self.api.version(project_arn, given))
+        except AccessDenied as denied:
+            self._denied(denied, "recording the model without its status or training time")
+            model = ModelRef(self.name, self.ctx.dataset, self.ctx.ablation,
+                             ids={"project_version_arn": given},
+                             details={"status": "unknown (not allowed to describe it)"})
         model.details["given_in_params"] = True
         return model
+
+    def _denied(self, denied: AccessDenied, instead: str) -> None:
+        """One warning per service for a status check these credentials may not make."""
+        if not self._warned_denied:
+            warn(f"rekognition: not allowed to check the model ({denied.operation} denied); "
+                 f"{instead}. Allow rekognition:DescribeProjects and "
+                 "rekognition:DescribeProjectVersions to check it")
+            self._warned_denied = True
 
     def recorded(self) -> ModelRef | None:
         """The hand-given model, else model.json, else the version a crashed run started (so
@@ -278,10 +303,19 @@ class RekognitionService(Service):
         return self._wait(check, what, timeout, hint)
 
     def connect(self, model: ModelRef) -> None:
-        """Start the model unless it runs, and wait until it does (billing starts here)."""
-        project_arn, arn = self._arns(model)
+        """Start the model unless it runs, and wait until it does (billing starts here).
+
+        With credentials not allowed to describe the model (least privilege: DetectCustomLabels
+        only), the status check is skipped with one warning and the model is called as it is."""
+        try:
+            project_arn, arn = self._arns(model)
+            status = self.api.version(project_arn, arn)["Status"]
+        except AccessDenied as denied:
+            self._denied(denied, "calling it as it is (it must be RUNNING: start it in the "
+                         "console if it is not)")
+            self._arn = model.ids["project_version_arn"]
+            return
         timeout, hint = self.settings.start_timeout_seconds, "rerun to keep waiting"
-        status = self.api.version(project_arn, arn)["Status"]
         if status == "TRAINING_IN_PROGRESS":
             raise UserError(f"rekognition: model {arn} is still training; run the train stage "
                             "first")

@@ -27,6 +27,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud import aiplatform_v1 as v1
 from google.longrunning import operations_pb2
 
+from mlbench import redact
 from mlbench.errors import ServiceCallError, ServiceError, UserError
 from mlbench.retry import RetryLater, RetryPolicy, retry_after_seconds
 
@@ -79,6 +80,7 @@ class TokenSource:
                 except auth_exc.GoogleAuthError as exc:
                     raise UserError(f"Google rejected the credentials ({CREDENTIALS_ENV}): "
                                     f"{one_line(exc)}") from None
+                redact.remember(self.credentials.token)  # scrubbed from any error echoing it
             return str(self.credentials.token)
 
 

@@ -10,7 +10,8 @@ Behaves like the real service where the adapter depends on it:
 - DetectCustomLabels answers only while RUNNING, refuses images over 4 MB or not JPEG/PNG, and
   returns labels from a test-controlled mapping (sha256 of the image -> labels) or else a
   deterministic choice by hash, filtered by MinConfidence.
-Tests reach in to script behaviour: `fail_training`, `answers`, `throttle(...)`, `steps`.
+Tests reach in to script behaviour: `fail_training`, `answers`, `throttle(...)`, `steps`,
+`allow_only(...)` (an IAM policy allowing only some operations).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class RekognitionBackend:
         self.projects: dict[str, Project] = {}
         self.detected: list[bytes] = []  # images received by DetectCustomLabels, in order
         self._throttles: dict[str, list[Any]] = {}
+        self._allowed: set[str] | None = None  # operations the caller's IAM policy allows
         self._lock = threading.RLock()
 
     # -- test controls -----------------------------------------------------------------------------
@@ -117,8 +119,19 @@ class RekognitionBackend:
         with self._lock:
             self._throttles[operation] = [count, code, status]
 
+    def allow_only(self, *operations: str) -> None:
+        """Answer every other operation AccessDeniedException, as AWS does for credentials whose
+        IAM policy allows only these (no argument: allow everything again)."""
+        with self._lock:
+            self._allowed = set(operations) or None
+
     def check_throttle(self, operation: str) -> None:
         with self._lock:
+            if self._allowed is not None and operation not in self._allowed:
+                raise AwsError("AccessDeniedException", f"User: arn:aws:iam::{ACCOUNT}:user/"
+                               f"bench is not authorized to perform: rekognition:{operation} "
+                               "because no identity-based policy allows the "
+                               f"rekognition:{operation} action")
             entry = self._throttles.get(operation)
             if entry and entry[0] > 0:
                 entry[0] -= 1
