@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from mlbench import paths
 from mlbench.bench.runs import fingerprint, trained_models
 from mlbench.bench.stats import NO_LABEL, run_metrics
-from mlbench.console import err
+from mlbench.console import err, progress
 from mlbench.core import ImageRef, ModelRef, Prediction
 from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.export import load_test_images
@@ -152,7 +151,7 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
         with open_service(params, service, ds, n) as svc, CsvAppender(out, HEADER) as log:
             svc.connect(model)
             right = scored = 0
-            bar = tqdm(todo, desc=f"evaluate {where}", unit="img")
+            bar = progress(todo, desc=f"evaluate {where}", unit="img")
             for t in bar:
                 pred, elapsed = timed_call(svc, t.path.read_bytes())
                 if isinstance(pred, ServiceCallError):

@@ -249,11 +249,11 @@ class Checksums:
 
 def file_digests(path: Path, label: str | None = None) -> tuple[str, str]:
     """sha256 and md5 of a file, in one pass (with a progress bar for big files)."""
-    from tqdm import tqdm
+    from mlbench.console import progress
 
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     size = path.stat().st_size
-    with path.open("rb") as fh, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+    with path.open("rb") as fh, progress(total=size, unit="B", unit_scale=True, unit_divisor=1024,
                                      desc=f"verify {label or path.name}", leave=False,
                                      disable=size < 256 << 20) as bar:
         while chunk := fh.read(CHUNK):
@@ -451,14 +451,14 @@ def copy_file_url(url: str, part: Path) -> None:
     """A `file://` mirror (an offline disk or share): copy the file, with a progress bar."""
     from urllib.request import url2pathname
 
-    from tqdm import tqdm
+    from mlbench.console import progress
 
     src = Path(url2pathname(urlsplit(url).path))
     if not src.is_file():
         raise UserError(f"{url}: no such file; check MLBENCH_MIRROR / sources.<ds>.url")
     total = src.stat().st_size
     with _disk_full_says(part, total, "rerun the fetch"), src.open("rb") as fin, \
-            part.open("wb") as fout, tqdm(total=total, unit="B", unit_scale=True,
+            part.open("wb") as fout, progress(total=total, unit="B", unit_scale=True,
                                           unit_divisor=1024, desc=src.name) as bar:
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
@@ -541,7 +541,7 @@ def _download_once(session: requests.Session, url: str, part: Path) -> None:
 
 
 def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file: Path) -> None:
-    from tqdm import tqdm
+    from mlbench.console import progress
 
     status = resp.status_code
     if status == 416 and have:
@@ -571,7 +571,7 @@ def _receive(resp: requests.Response, url: str, part: Path, have: int, meta_file
         atomic_write_json(meta_file, {"url": url, "etag": resp.headers.get("ETag"),
                                       "last_modified": resp.headers.get("Last-Modified")})
     label = part.name.removesuffix(".part")
-    with _disk_full_says(part, total, then), part.open(mode) as fh, tqdm(
+    with _disk_full_says(part, total, then), part.open(mode) as fh, progress(
         total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label
     ) as bar:
         for chunk in resp.raw.stream(CHUNK, decode_content=False):

@@ -22,10 +22,8 @@ from multiprocessing import get_context
 from multiprocessing.pool import Pool
 from pathlib import Path
 
-from tqdm import tqdm
-
 from mlbench import paths
-from mlbench.console import err
+from mlbench.console import err, progress
 from mlbench.core import ImageRef
 from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.images import Outcome, output_suffix, process_image
@@ -158,7 +156,7 @@ def _write_outputs(ds: str, planned: list[Planned], max_side: int, pool: Pool | 
     # rows stream to temp files renamed at the end: prepare restarts from scratch anyway
     with CsvDraft(paths.manifest_file(ds), MANIFEST_HEADER) as manifest, \
             CsvDraft(paths.rejected_file(ds), REJECTED_HEADER) as rejects, \
-            tqdm(total=len(planned), desc=f"prepare {ds}", unit="img") as bar:
+            progress(total=len(planned), desc=f"prepare {ds}", unit="img") as bar:
         for (split, cls, src, out), o in zip(planned, _results(pool, planned, max_side, workers),
                                              strict=True):
             bar.update()

@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlbench.core import utc_now
 from mlbench.errors import ServiceError
 from mlbench.io import CsvAppender, atomic_write_json, read_csv_log, read_json
 
@@ -69,6 +71,34 @@ class StateStore:
         self.update(**fresh)
 
 
+class Deployment(StateStore):
+    """A run's deployed resource (an endpoint, a running model): billed from `up` to `down`.
+
+    Services call `up()` when they deploy or start a model and `down()` when they undeploy,
+    stop or pause it; `mlbench status` and the cost figures read it. It lives outside DVC's
+    outputs (`paths.deployment_file`)."""
+
+    def up(self, resource: str, **details: Any) -> None:
+        """Record that `resource` is deployed now (kept as it is when already recorded up)."""
+        if not self.get("up") or self.get("resource") != resource:
+            self.update(up=True, resource=resource, since=utc_now(), **details)
+
+    def down(self) -> None:
+        """Record the end of the current deployment, adding its time to the run's total."""
+        if self.get("up"):
+            self.update(up=False, since=None, down_at=utc_now(),
+                        deployed_seconds=self.seconds_up())
+
+    def seconds_up(self, now: dt.datetime | None = None) -> float:
+        """Seconds deployed in all: past deployments plus the current one, if up."""
+        total = float(self.get("deployed_seconds") or 0.0)
+        since = self.get("since")
+        if self.get("up") and since:
+            now = now or dt.datetime.now(dt.UTC)
+            total += max(0.0, (now - dt.datetime.fromisoformat(since)).total_seconds())
+        return total
+
+
 class UploadLog:
     """What was uploaded where: rows of (scope, key, remote id, outcome), appended as they come.
 
@@ -109,10 +139,10 @@ def wait_for(check: Callable[[], tuple[bool, str, T]], *, what: str, every: floa
     the time waited. After `timeout` seconds this raises `ServiceError`: "<what> still <state>
     after <time>; <hint>" (the hint says what goes on at the vendor and what a rerun does).
     """
-    from tqdm import tqdm
+    from mlbench.console import progress
 
     start = clock()
-    with tqdm(desc=what, bar_format="{desc} [{elapsed}]", leave=False) as line:
+    with progress(desc=what, bar_format="{desc} [{elapsed}]", leave=False) as line:
         while True:
             done, state, payload = check()
             line.set_description_str(f"{what}: {state}")

@@ -176,14 +176,14 @@ class EmbeddingCache:
 
     def features(self, files: Sequence[Path], progress: bool = True) -> np.ndarray:
         """Features of `files` in order, computing (in batches) only those not cached yet."""
-        from tqdm import tqdm
+        from mlbench.console import progress as progress_bar
 
         blobs = [f.read_bytes() for f in files]
         digests = [hashlib.sha256(b).hexdigest() for b in blobs]
         missing = [i for i, d in enumerate(digests) if not self._path(d).exists()]
         step = 64
-        with tqdm(total=len(missing), desc=f"embed {self.extractor.name}", unit="img",
-                  disable=not progress or not missing) as bar:
+        with progress_bar(total=len(missing), desc=f"embed {self.extractor.name}", unit="img",
+                          disable=not progress or not missing) as bar:
             for start in range(0, len(missing), step):
                 chunk = missing[start:start + step]
                 feats = self.extractor.embed([blobs[i] for i in chunk])

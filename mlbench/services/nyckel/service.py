@@ -154,12 +154,12 @@ class NyckelService(HttpService):
     def _send(self, function_id: str, todo: list[Sample], total: int) -> int:
         """Post `todo` `upload_concurrency` at a time, logging each outcome as it comes; the
         number created. Failed samples are reported together at the end."""
-        from tqdm import tqdm
+        from mlbench.console import progress
 
         failures: list[str] = []
         created = 0
         with self.samples_log.writer() as log, \
-                tqdm(total=total, initial=total - len(todo), unit="img",
+                progress(total=total, initial=total - len(todo), unit="img",
                      desc=f"nyckel upload {self.ctx.dataset}/{self.ctx.ablation}") as bar, \
                 ThreadPoolExecutor(self.settings.upload_concurrency) as pool:
             futures = {pool.submit(self._upload_one, function_id, s): s[1][0] for s in todo}

@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from mlbench.console import progress
 from mlbench.core import AblationSplit
 from mlbench.errors import ServiceError, UserError
 from mlbench.services.rekognition import export
@@ -137,7 +136,7 @@ def upload_files(api: Api, bucket: str, files: Sequence[tuple[str, Path]], exist
         ctype = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
         return put_if_changed(api, bucket, key, path.read_bytes(), existing, ctype)
 
-    with tqdm(total=len(files), desc=f"s3://{bucket}", unit="img", mininterval=0.5) as bar, \
+    with progress(total=len(files), desc=f"s3://{bucket}", unit="img", mininterval=0.5) as bar, \
             ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(one, key, path): key for key, path in files}
         for future in as_completed(futures):

@@ -21,9 +21,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
-from tqdm import tqdm
 
-from mlbench.console import err
+from mlbench.console import err, progress
 from mlbench.errors import UserError
 from mlbench.retry import RetryPolicy
 from mlbench.services.vertex.api import guarded, one_line
@@ -84,7 +83,7 @@ class Bucket:
         if todo:
             self._widen_pool(concurrency)
             with ThreadPoolExecutor(max(1, concurrency)) as pool, \
-                    tqdm(total=len(todo), desc=desc, unit="img") as bar:
+                    progress(total=len(todo), desc=desc, unit="img") as bar:
                 futures = [pool.submit(self.put_file, path, name) for path, name in todo]
                 try:
                     for fut in as_completed(futures):
