@@ -178,6 +178,24 @@ def report() -> None:
 
 @app.command()
 @one_line_errors
+def teardown() -> None:
+    """Stop what bills by the hour for every model of the run (unless keep_deployed: true)."""
+    from mlbench.bench.teardown import run_teardown
+
+    run_teardown(_params())
+
+
+@app.command()
+@one_line_errors
+def status() -> None:
+    """List every deployed resource the project knows of: since when, USD per hour, so far."""
+    from mlbench.bench.teardown import print_status
+
+    print_status(_params())
+
+
+@app.command()
+@one_line_errors
 def render(
     csv: Annotated[list[Path], typer.Argument(help="Seed-format results CSV(s): dataset,service,"
                                               "ablation,training times (s),accuracy (%),"

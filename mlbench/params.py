@@ -22,7 +22,10 @@ from mlbench.errors import UserError
 LOAD_MODES = ("batch", "sustained")
 #: Every top-level key params.yaml may hold besides the services' own blocks.
 CORE_KEYS = ("datasets", "ablations", "ablation", "seed", "val_fraction", "test_per_class",
-             "max_side", "buckets", "services", "load", "evaluate", "sources")
+             "max_side", "buckets", "services", "load", "evaluate", "sources", "keep_deployed",
+             "prices")
+#: What each service's `prices.<service>` block may price, in USD.
+PRICE_KEYS = ("training_hour", "deployed_hour", "per_1000_calls")
 BUCKET_KEYS = ("google", "aws", "azure")
 
 
@@ -53,6 +56,10 @@ class Params:
     services: tuple[str, ...] = ("local",)
     load: LoadParams = field(default_factory=LoadParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    #: Leave models deployed after the run (else the `teardown` stage stops what bills).
+    keep_deployed: bool = False
+    #: service -> price key (`PRICE_KEYS`) -> USD; what a run's hours and calls cost.
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -197,6 +204,24 @@ def parse_params(data: dict[str, Any], extra_keys: Iterable[str] | None = None) 
     if not isinstance(retry_errors, bool):
         raise _fail("evaluate.retry_errors", "must be true or false", retry_errors)
 
+    keep_deployed = data.get("keep_deployed", defaults.keep_deployed)
+    if not isinstance(keep_deployed, bool):
+        raise _fail("keep_deployed", "must be true or false", keep_deployed)
+
+    prices_raw = data.get("prices") or {}
+    if not isinstance(prices_raw, dict):
+        raise _fail("prices", "must map service names to prices such as {deployed_hour: 1.4}",
+                    prices_raw)
+    prices: dict[str, dict[str, float]] = {}
+    for service, block in prices_raw.items():
+        if not isinstance(block, dict):
+            raise _fail(f"prices.{service}", f"must map {', '.join(PRICE_KEYS)} to USD", block)
+        check_keys(f"prices.{service}.", block, PRICE_KEYS)
+        for key, value in block.items():
+            if _number(f"prices.{service}.{key}", value) < 0:
+                raise _fail(f"prices.{service}.{key}", "must be a price in USD (>= 0)", value)
+        prices[str(service)] = {k: float(v) for k, v in block.items()}
+
     sources = data.get("sources") or {}
     if not isinstance(sources, dict) or not all(
         isinstance(v, dict | type(None)) for v in sources.values()
@@ -215,6 +240,8 @@ def parse_params(data: dict[str, Any], extra_keys: Iterable[str] | None = None) 
         services=services,
         load=LoadParams(calls=calls, concurrency=concurrency, mode=mode, timeout=float(timeout)),
         evaluate=EvaluateParams(retry_errors=retry_errors),
+        keep_deployed=keep_deployed,
+        prices=prices,
         sources={k: dict(v or {}) for k, v in sources.items()},
         raw=data,
     )

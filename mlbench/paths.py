@@ -141,6 +141,18 @@ def throughput_summary(svc: str, ds: str, n: int) -> Path:
     return loads_dir(svc, ds) / str(n) / "summary.json"
 
 
+def deployment_file(svc: str, ds: str, n: int) -> Path:
+    """What a run has deployed (billed while it is up), and for how long it has been up.
+
+    Outside `results/runs/`: deploying or tearing down never makes the trained model look
+    changed to DVC (which would rerun its stages and deploy it again)."""
+    return RESULTS / "deployments" / svc / ds / f"{n}.json"
+
+
+def deployment_files() -> list[Path]:
+    return sorted((RESULTS / "deployments").glob("*/*/*.json"))
+
+
 def writer_lock(svc: str, ds: str) -> Path:
     """The lock held while `train`, `evaluate` or `load` writes a service x dataset's results.
     Outside `results/runs/` (no DVC output nor dependency holds it), inside `results/` (ignored

@@ -35,6 +35,7 @@ def check_params(params: Params) -> Params:
         if name in params.raw or name in params.services:
             parse_settings(name, params.section(name))
     check_keys("sources.", params.sources, dataset_names())
+    check_keys("prices.", params.prices, service_names())
     for ds, settings in params.sources.items():
         check_settings(ds, settings)
     return params

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from mlbench import paths
 from mlbench.core import AblationSplit, ModelRef, Prediction, utc_now
 from mlbench.errors import UserError
+from mlbench.services.cloud import Deployment
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,21 @@ class Service(ABC):
 
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
+        self._deployment: Deployment | None = None
 
     @property
     def settings(self) -> Any:
         return self.ctx.settings
+
+    @property
+    def deployment(self) -> Deployment:
+        """What this run has deployed, for `mlbench status` and the costs: a service that
+        deploys (or starts) a billed resource records it with `up()`, and `down()` when it
+        tears it down."""
+        if self._deployment is None:
+            self._deployment = Deployment(paths.deployment_file(
+                self.name, self.ctx.dataset, self.ctx.ablation))
+        return self._deployment
 
     def model_settings(self) -> dict[str, Any]:
         """Everything besides the ablation's images that decides the trained model.

@@ -1,0 +1,98 @@
+"""`teardown` stage and `mlbench status`: nothing billed stays up after a run unless asked.
+
+Deployed endpoints bill by the hour (Vertex per node-hour, Rekognition per inference-unit
+hour) whether anyone calls them or not. The pipeline's last stage tears down every model the
+run's services deployed (`keep_deployed: true` keeps them), and `mlbench status` lists what is
+up now, for how long, and what it costs per hour (`prices.<service>.deployed_hour`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlbench import paths
+from mlbench.bench.runs import selected_sizes
+from mlbench.console import err, out, warn
+from mlbench.core import ModelRef
+from mlbench.errors import ServiceError, UserError
+from mlbench.params import Params
+from mlbench.services.cloud import Deployment
+from mlbench.services.registry import open_service
+
+
+def run_teardown(params: Params) -> list[str]:
+    """Tear down the deployed models of every (service, dataset, size) of the run; one line
+    each. Every model is tried even when one fails; then the failures are one error."""
+    if params.keep_deployed:
+        err.print("keep_deployed: true: nothing torn down (`mlbench status` lists what bills)")
+        return []
+    done, failed = [], []
+    for service in params.services:
+        for ds in params.datasets:
+            for n in selected_sizes(params, ds, quiet=True):
+                model = ModelRef.load(paths.model_json(service, ds, n))
+                if model is None:
+                    continue
+                try:
+                    with open_service(params, service, ds, n) as svc:
+                        line = f"{service}/{ds}/{n}: {svc.teardown(model)}"
+                except (ServiceError, UserError) as exc:
+                    failed.append(f"{service}/{ds}/{n}: {exc}")
+                    warn(failed[-1])
+                    continue
+                err.print(line)
+                done.append(line)
+    if failed:
+        raise ServiceError(f"{len(failed)} teardown(s) failed (rerun `mlbench teardown`, or "
+                           f"stop them by hand: `mlbench status` lists them); first: "
+                           f"{failed[0]}")
+    return done
+
+
+@dataclass(frozen=True)
+class Billed:
+    """One deployed resource: where, since when, and what it costs."""
+
+    service: str
+    dataset: str
+    ablation: int
+    resource: str
+    since: str
+    hours: float
+    per_hour: float | None
+
+    @property
+    def so_far(self) -> float | None:
+        return None if self.per_hour is None else self.hours * self.per_hour
+
+
+def billed(params: Params) -> list[Billed]:
+    """Every resource the project knows is deployed now (any service, dataset, size)."""
+    found = []
+    for path in paths.deployment_files():
+        record = Deployment(path)
+        if not record.get("up"):
+            continue
+        service, ds = path.parent.parent.name, path.parent.name
+        rate = params.prices.get(service, {}).get("deployed_hour")
+        found.append(Billed(service, ds, int(path.stem), str(record.get("resource")),
+                            str(record.get("since")), record.seconds_up() / 3600, rate))
+    return found
+
+
+def print_status(params: Params) -> list[Billed]:
+    from rich.table import Table
+
+    up = billed(params)
+    if not up:
+        out.print("nothing deployed: nothing billed by the hour")
+        return up
+    table = Table("service", "dataset", "n", "resource", "up since", "hours", "USD/hour",
+                  "USD so far", title="Deployed now (billed by the hour)")
+    for b in up:
+        table.add_row(b.service, b.dataset, str(b.ablation), b.resource, b.since,
+                      f"{b.hours:.2f}", "?" if b.per_hour is None else f"{b.per_hour:.2f}",
+                      "?" if b.so_far is None else f"{b.so_far:.2f}")
+    out.print(table)
+    out.print("stop them: `mlbench teardown` (this run's), or `mlbench <service> --help`")
+    return up
