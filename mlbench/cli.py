@@ -136,6 +136,26 @@ def folders(dataset: Dataset) -> None:
 
 @app.command()
 @one_line_errors
+def submit() -> None:
+    """Start every training the run needs at once (within each vendor's limit) and follow
+    them together; the train stages then find each model trained."""
+    from mlbench.bench.schedule import run_submit
+
+    run_submit(_params())
+
+
+@app.command()
+@one_line_errors
+def score() -> None:
+    """Score every trained run side by side (deploying each); the evaluate stages then write
+    each run's metrics."""
+    from mlbench.bench.score import run_score
+
+    run_score(_params())
+
+
+@app.command()
+@one_line_errors
 def train(service: ServiceName, dataset: Dataset) -> None:
     """Upload the selected ablation(s) to the service and train; writes model.json per size."""
     _known(dataset)

@@ -32,4 +32,5 @@ def progress(*args: Any, **kwargs: Any) -> Any:
     """A tqdm bar, silent while bars are off (see `show_bars`)."""
     from tqdm import tqdm
 
-    return tqdm(*args, disable=not _bars or kwargs.pop("disable", False), **kwargs)
+    asked_off = bool(kwargs.pop("disable", False))
+    return tqdm(*args, disable=asked_off or not _bars, **kwargs)

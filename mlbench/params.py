@@ -22,8 +22,9 @@ from mlbench.errors import UserError
 LOAD_MODES = ("batch", "sustained")
 #: Every top-level key params.yaml may hold besides the services' own blocks.
 CORE_KEYS = ("datasets", "ablations", "ablation", "seed", "val_fraction", "test_per_class",
-             "max_side", "buckets", "services", "load", "evaluate", "sources", "keep_deployed",
-             "prices")
+             "max_side", "buckets", "services", "load", "evaluate", "latency", "sources",
+             "keep_deployed", "prices", "schedule")
+SCHEDULES = ("parallel", "serial")
 #: What each service's `prices.<service>` block may price, in USD.
 PRICE_KEYS = ("training_hour", "deployed_hour", "per_1000_calls")
 BUCKET_KEYS = ("google", "aws", "azure")
@@ -41,6 +42,14 @@ class LoadParams:
 class EvaluateParams:
     #: Score again, on a rerun, the images whose call failed last time (error rows).
     retry_errors: bool = True
+    #: Requests in flight while scoring the test set (1: one at a time, as the seed did).
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class LatencyParams:
+    #: Test images called one at a time, after scoring, for the single-stream latency.
+    samples: int = 200
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,10 @@ class Params:
     services: tuple[str, ...] = ("local",)
     load: LoadParams = field(default_factory=LoadParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    latency: LatencyParams = field(default_factory=LatencyParams)
+    #: `parallel`: every training started at once, every run scored side by side; `serial`:
+    #: one after the other, as the seed did (what the seed-scale benchmark compares against).
+    schedule: str = "parallel"
     #: Leave models deployed after the run (else the `teardown` stage stops what bills).
     keep_deployed: bool = False
     #: service -> price key (`PRICE_KEYS`) -> USD; what a run's hours and calls cost.
@@ -203,6 +216,18 @@ def parse_params(data: dict[str, Any], extra_keys: Iterable[str] | None = None) 
     retry_errors = evaluate_raw.get("retry_errors", EvaluateParams.retry_errors)
     if not isinstance(retry_errors, bool):
         raise _fail("evaluate.retry_errors", "must be true or false", retry_errors)
+    scoring = _positive_int("evaluate.concurrency",
+                            evaluate_raw.get("concurrency", EvaluateParams.concurrency))
+
+    latency_raw = data.get("latency") or {}
+    if not isinstance(latency_raw, dict):
+        raise _fail("latency", "must be a mapping", latency_raw)
+    check_keys("latency.", latency_raw, LatencyParams.__dataclass_fields__)
+    samples = _positive_int("latency.samples", latency_raw.get("samples", LatencyParams.samples))
+
+    schedule = data.get("schedule", defaults.schedule)
+    if schedule not in SCHEDULES:
+        raise _fail("schedule", f"must be one of {', '.join(SCHEDULES)}", schedule)
 
     keep_deployed = data.get("keep_deployed", defaults.keep_deployed)
     if not isinstance(keep_deployed, bool):
@@ -239,7 +264,9 @@ def parse_params(data: dict[str, Any], extra_keys: Iterable[str] | None = None) 
         buckets=dict(buckets),
         services=services,
         load=LoadParams(calls=calls, concurrency=concurrency, mode=mode, timeout=float(timeout)),
-        evaluate=EvaluateParams(retry_errors=retry_errors),
+        evaluate=EvaluateParams(retry_errors=retry_errors, concurrency=scoring),
+        latency=LatencyParams(samples=samples),
+        schedule=schedule,
         keep_deployed=keep_deployed,
         prices=prices,
         sources={k: dict(v or {}) for k, v in sources.items()},

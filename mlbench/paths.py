@@ -128,6 +128,11 @@ def run_metrics_json(svc: str, ds: str, n: int) -> Path:
     return eval_dir(svc, ds, n) / "metrics.json"
 
 
+def latency_csv(svc: str, ds: str, n: int) -> Path:
+    """The single-stream latency pass: test images called one at a time, after scoring."""
+    return eval_dir(svc, ds, n) / "latency.csv"
+
+
 def loads_dir(svc: str, ds: str) -> Path:
     """Output of `load`: `load/<n>/throughput.csv` and `load/<n>/summary.json`."""
     return RUNS / svc / ds / "load"
@@ -139,6 +144,16 @@ def throughput_csv(svc: str, ds: str, n: int) -> Path:
 
 def throughput_summary(svc: str, ds: str, n: int) -> Path:
     return loads_dir(svc, ds) / str(n) / "summary.json"
+
+
+def trainings_file() -> Path:
+    """Output of `submit`: how each training it started ended (what `train` stages wait on)."""
+    return RESULTS / "trainings.json"
+
+
+def scoring_file() -> Path:
+    """Output of `score`: the accuracy each run reached (what `evaluate` stages wait on)."""
+    return RESULTS / "scoring.json"
 
 
 def deployment_file(svc: str, ds: str, n: int) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +44,18 @@ class AcmeFake:
     """The guide's four calls; a model predicts the label of the training image whose mean
     brightness is nearest (crude, but a real answer from the uploaded images)."""
 
-    def __init__(self) -> None:
+    def __init__(self, polls_to_train: int = 2, predict_delay: float = 0.0,
+                 train_time: float = 0.0) -> None:
         self.server = FakeServer()
         self.images: dict[str, dict[str, tuple[str, float]]] = {}
         self.models: dict[str, dict] = {}
-        self.polls = 0
+        self.polls: dict[str, int] = {}
+        self.polls_to_train = polls_to_train
+        self.predict_delay = predict_delay
+        self.train_time = train_time  # seconds from creation to trained (at the earliest)
+        self.training_at_once = 0  # the most models ever training at the same time
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
         route = self.server.route
         route("POST", r"/v1/datasets/(?P<ds>[^/]+)/images")(self.add_image)
         route("POST", r"/v1/models")(self.create_model)
@@ -71,27 +80,41 @@ class AcmeFake:
         body = req.json()
         if body["dataset"] not in self.images:
             raise BadRequest("no such dataset", 404)
-        model_id = f"m{len(self.models) + 1}"
-        self.models[model_id] = {"id": model_id, "dataset": body["dataset"],
-                                 "status": "training", "train_seconds": None}
-        return Response.json(self.models[model_id], 201)
+        with self._lock:
+            model_id = f"m{len(self.models) + 1}"
+            self.models[model_id] = {"id": model_id, "dataset": body["dataset"],
+                                     "status": "training", "train_seconds": None,
+                                     "_created": time.monotonic()}
+            training = sum(m["status"] == "training" for m in self.models.values())
+            self.training_at_once = max(self.training_at_once, training)
+        return Response.json({"id": model_id, "status": "training"}, 201)
 
     def get_model(self, req: Request) -> Response:
         self._auth(req)
-        model = self.models[req.match["id"]]
-        self.polls += 1
-        if self.polls >= 2:  # trained by the second poll
-            model.update(status="ready", train_seconds=12.5)
-        return Response.json(model)
+        with self._lock:
+            model = self.models[req.match["id"]]
+            self.polls[model["id"]] = self.polls.get(model["id"], 0) + 1
+            if self.polls[model["id"]] >= self.polls_to_train and \
+                    time.monotonic() - model["_created"] >= self.train_time:  # trained by then
+                model.update(status="ready", train_seconds=12.5)
+            return Response.json({k: v for k, v in model.items() if not k.startswith("_")})
 
     def predict(self, req: Request) -> Response:
         self._auth(req)
         if not req.header("Content-Type", ).startswith("image/"):
             raise BadRequest("send the image with its content type", 415)
-        images = self.images[self.models[req.match["id"]]["dataset"]].values()
-        mean = _mean(req.body)
-        label = min(images, key=lambda item: abs(item[1] - mean))[0]
-        return Response.json({"label": label, "confidence": 0.5})
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.predict_delay)
+            images = self.images[self.models[req.match["id"]]["dataset"]].values()
+            mean = _mean(req.body)
+            label = min(images, key=lambda item: abs(item[1] - mean))[0]
+            return Response.json({"label": label, "confidence": 0.5})
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
 
 @pytest.fixture
@@ -114,10 +137,16 @@ def acme_package(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def acme(monkeypatch):
     monkeypatch.setenv("ACME_TOKEN", TOKEN)
-    with AcmeFake().server as server:
-        yield server
+    fake = AcmeFake()
+    with fake.server:
+        yield fake
+
+
+@pytest.fixture
+def fake(acme):
+    return acme.server
 
 
 def test_the_guides_service_is_found_validated_trained_scored_and_listed(
@@ -151,7 +180,9 @@ def test_the_guides_service_is_found_validated_trained_scored_and_listed(
     assert set(table["predicted_class"]) <= set(Path("data/digits/classes.txt").read_text()
                                                 .split())
     predicts = [r for r in fake.log if r.path.endswith("/predict")]
-    assert len(predicts) == 30 and predicts[0].header("Content-Type") == "image/png"
+    # 30 to score the test set, then the same 30 called one at a time for the latency
+    assert len(predicts) == 60 and predicts[0].header("Content-Type") == "image/png"
+    assert metrics["latency_source"] == "single-stream pass of 30 images"
 
     result = CliRunner().invoke(registry.command_apps()["acme"], ["status"])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,11 @@
-"""`evaluate` stage: call the service once per test image, timing each request.
+"""`evaluate` stage: score every test image, then time single calls apart.
+
+Scoring and latency are measured apart, as MLPerf separates accuracy and performance runs: the
+test set is scored with `evaluate.concurrency` calls in flight (never faster than the vendor's
+rate limit), which is what a 40,000-image test set needs to finish in hours rather than days;
+then `latency.samples` test images (seeded) are called one at a time, and that pass alone gives
+the single-stream latency percentiles. `evaluate.concurrency: 1` keeps the seed's way: one call
+at a time, whose times are the latency.
 
 Rows are appended and flushed to `predictions.csv` as they come, so a killed run loses nothing:
 a rerun scores only the images not yet in the file. Only complete, well-formed rows count as
@@ -13,7 +20,10 @@ One writer at a time: the stage holds the (service, dataset) writer lock while i
 from __future__ import annotations
 
 import math
+import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +31,7 @@ import pandas as pd
 
 from mlbench import paths
 from mlbench.bench.runs import fingerprint, trained_models
-from mlbench.bench.stats import NO_LABEL, run_metrics
+from mlbench.bench.stats import NO_LABEL, percentiles_ms, run_metrics
 from mlbench.console import err, progress
 from mlbench.core import ImageRef, ModelRef, Prediction
 from mlbench.data.diskspace import disk_full, is_disk_full
@@ -34,10 +44,12 @@ from mlbench.redact import scrub
 from mlbench.runlock import writer_lock
 from mlbench.services.base import Service
 from mlbench.services.http import CallAgain
+from mlbench.services.ratelimit import RateLimiter
 from mlbench.services.registry import open_service
 
 HEADER = ["image", "actual_class", "predicted_class", "confidence", "invoke_time", "attempts",
           "error"]
+LATENCY_HEADER = ["image", "seconds", "attempts", "error"]
 #: How much of an error's text an error row keeps.
 ERROR_CHARS = 300
 
@@ -129,7 +141,12 @@ def resume(out: Path, meta: Path, key: str, tests: list[ImageRef], retry: bool) 
 
 
 def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
-                   service: str | None = None) -> dict:
+                   service: str | None = None, limiter: RateLimiter | None = None) -> dict:
+    """Score the test set with `model` (resuming), time the single-stream pass, write metrics.
+
+    `limiter`: the vendor's rate limiter, shared when several of its runs are scored at once
+    (the `score` stage); else one of the run's own, at the vendor's documented rate.
+    """
     service = service or model.service
     ds, n = model.dataset, model.ablation
     out, meta = paths.predictions_csv(service, ds, n), paths.eval_dir(service, ds, n) / "run.json"
@@ -147,32 +164,105 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
                   "(evaluate.retry_errors: false keeps them)")
     if state.done:
         err.print(f"{where}: resuming, {len(state.done)} scored, {len(todo)} to go")
-    if todo:
-        with open_service(params, service, ds, n) as svc, CsvAppender(out, HEADER) as log:
+    concurrency = params.evaluate.concurrency
+    sample = latency_sample(tests, params) if concurrency > 1 else []
+    timed = _latency_done(paths.latency_csv(service, ds, n), state.done and key, sample)
+    if todo or len(timed) < len(sample):
+        with open_service(params, service, ds, n) as svc:
             svc.connect(model)
-            right = scored = 0
-            bar = progress(todo, desc=f"evaluate {where}", unit="img")
-            for t in bar:
-                pred, elapsed = timed_call(svc, t.path.read_bytes())
-                if isinstance(pred, ServiceCallError):
-                    log.write([t.name, t.class_name, NO_LABEL, "", f"{elapsed:.6f}",
-                               pred.attempts, error_text(pred)])
-                    continue
-                log.write([t.name, t.class_name, pred.label or NO_LABEL,
-                           f"{pred.confidence:.6f}", f"{elapsed:.6f}", pred.attempts, ""])
-                scored += 1
-                right += pred.label == t.class_name
-                bar.set_postfix(accuracy=f"{right / scored:.3f}", refresh=False)
+            if todo:
+                _score(svc, todo, out, concurrency, limiter or RateLimiter(svc.max_rps), where)
+            if len(timed) < len(sample):
+                _time_singles(svc, [t for t in sample if t.name not in timed],
+                              paths.latency_csv(service, ds, n), where)
     table = pd.read_csv(out, dtype={"predicted_class": str, "actual_class": str, "error": str},
                         keep_default_na=False)
     metrics = run_metrics(table)
-    metrics.update(service=service, dataset=ds, ablation=n,
-                   train_seconds=model.train_seconds)
+    metrics.update(service=service, dataset=ds, ablation=n, train_seconds=model.train_seconds,
+                   scoring_concurrency=concurrency, **_single_stream(service, ds, n, sample))
     atomic_write_json(paths.run_metrics_json(service, ds, n), metrics)
     err.print(f"{where}: accuracy {metrics['accuracy']:.3f} "
               f"(95% CI {metrics['accuracy_ci95'][0]:.3f}-{metrics['accuracy_ci95'][1]:.3f}), "
               f"p50 {metrics['latency_p50_ms']:.1f} ms, {metrics['errors']} errors")
     return metrics
+
+
+def _score(svc: Service, todo: list[ImageRef], out: Path, concurrency: int,
+           limiter: RateLimiter, where: str) -> None:
+    """Call the service once per image, `concurrency` calls in flight, appending each row as
+    its answer comes (one writer: rows are whole lines, under a lock)."""
+    lock = threading.Lock()
+    right = scored = 0
+    with CsvAppender(out, HEADER) as log, \
+            progress(total=len(todo), desc=f"evaluate {where}", unit="img") as bar:
+
+        def one(t: ImageRef) -> None:
+            nonlocal right, scored
+            limiter.acquire()
+            pred, elapsed = timed_call(svc, t.path.read_bytes())
+            if isinstance(pred, ServiceCallError):
+                row = [t.name, t.class_name, NO_LABEL, "", f"{elapsed:.6f}", pred.attempts,
+                       error_text(pred)]
+            else:
+                row = [t.name, t.class_name, pred.label or NO_LABEL, f"{pred.confidence:.6f}",
+                       f"{elapsed:.6f}", pred.attempts, ""]
+            with lock:
+                log.write(row)
+                if not isinstance(pred, ServiceCallError):
+                    scored += 1
+                    right += pred.label == t.class_name
+                    bar.set_postfix(accuracy=f"{right / scored:.3f}", refresh=False)
+                bar.update(1)
+
+        if concurrency == 1:
+            for t in todo:
+                one(t)
+            return
+        with ThreadPoolExecutor(concurrency) as pool:
+            for future in [pool.submit(one, t) for t in todo]:
+                future.result()  # the first failure that is not a call's (a dead server) stops
+
+
+def latency_sample(tests: list[ImageRef], params: Params) -> list[ImageRef]:
+    """The test images of the single-stream pass: `latency.samples` of them, seeded."""
+    if len(tests) <= params.latency.samples:
+        return list(tests)
+    return random.Random(f"{params.seed}/latency").sample(tests, params.latency.samples)
+
+
+def _latency_done(path: Path, fresh_ok: object, sample: list[ImageRef]) -> set[str]:
+    """Images of the pass already timed for this model (none when the model changed)."""
+    if not fresh_ok or not sample:
+        path.unlink(missing_ok=True)
+        return set()
+    wanted = {t.name for t in sample}
+    return {row[0] for row in read_csv_log(path, LATENCY_HEADER).rows
+            if row[0] in wanted and not row[3]}
+
+
+def _time_singles(svc: Service, todo: list[ImageRef], path: Path, where: str) -> None:
+    """One call at a time, nothing else in flight: each row the time of one call alone."""
+    with CsvAppender(path, LATENCY_HEADER) as log:
+        for t in progress(todo, desc=f"latency {where}", unit="call"):
+            pred, elapsed = timed_call(svc, t.path.read_bytes())
+            failed = isinstance(pred, ServiceCallError)
+            log.write([t.name, f"{elapsed:.6f}", pred.attempts,
+                       error_text(pred) if failed else ""])
+
+
+def _single_stream(service: str, ds: str, n: int, sample: list[ImageRef]) -> dict:
+    """Latency percentiles of the single-stream pass (the scoring calls' own when there was
+    none: one call at a time, as the seed measured)."""
+    if not sample:
+        return {"latency_source": "scoring, one call at a time"}
+    rows = [r for r in read_csv_log(paths.latency_csv(service, ds, n), LATENCY_HEADER).rows
+            if not r[3]]
+    seconds = [float(r[1]) for r in rows]
+    lat = percentiles_ms(seconds, (50, 90, 95, 99))
+    return {"latency_source": f"single-stream pass of {len(seconds)} images",
+            "latency_p50_ms": lat["p50"], "latency_p90_ms": lat["p90"],
+            "latency_p95_ms": lat["p95"], "latency_p99_ms": lat["p99"],
+            "latency_mean_ms": 1000 * sum(seconds) / len(seconds) if seconds else float("nan")}
 
 
 def run_evaluation(params: Params, service: str, ds: str,

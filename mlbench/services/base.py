@@ -110,6 +110,10 @@ class Service(ABC):
     #: Requests per second the vendor allows (None: no documented limit); the load test and
     #: uploads stay under it.
     max_rps: ClassVar[float | None] = None
+    #: Trains and serves on this machine (the local baseline): nothing is gained by starting
+    #: its trainings early, and its runs are scored one at a time, so that none is measured
+    #: under another's load.
+    local_compute: ClassVar[bool] = False
 
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx

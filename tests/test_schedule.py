@@ -1,0 +1,125 @@
+"""Submit everything, then wait; score side by side; time single calls apart (issue 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlbench import paths
+from mlbench.io import read_json
+from mlbench.project import parse_checked_params
+from tests.test_adding_a_service import acme, acme_package  # noqa: F401 - fixtures
+
+
+def _params(project: Path, fake, **extra):  # noqa: ANN001, ANN202
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data.update(services=["local", "acme"], datasets=["digits"], ablations=[5, 20],
+                test_per_class=3, local={"features": "hog"})
+    data["acme"] = {"url": fake.server.url, "poll_seconds": 0.01, "train_timeout": 30,
+                    **extra.pop("acme", {})}
+    data.update(extra)
+    (project / "params.yaml").write_text(yaml.safe_dump(data))
+    from mlbench.data.export import write_test_table
+
+    write_test_table("digits", 3, 0)
+    return parse_checked_params(data)
+
+
+def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.schedule import run_submit
+    from mlbench.bench.train import run_training
+
+    acme.train_time = 1.0  # long beside uploading 50 and 200 images
+    params = _params(digits_copy, acme)
+    assert run_submit(params) == {"acme/digits/20": "trained", "acme/digits/5": "trained"}
+    assert acme.training_at_once == 2  # both started before either was trained
+    assert read_json(paths.trainings_file()) == {"acme/digits/20": "trained",
+                                                 "acme/digits/5": "trained"}
+    assert not paths.model_json("local", "digits", 5).exists()  # local trains in its stage
+    # the train stage then only records: it starts nothing, and waits on nothing unfinished
+    created = len(acme.models)
+    models = run_training(params, "acme", "digits")
+    assert len(acme.models) == created == 2
+    assert [m.ids["model_id"] for m in models] == ["m1", "m2"]
+    assert paths.model_json("acme", "digits", 20).exists()
+    # a second submit finds every model of the run trained
+    assert run_submit(params) == {}
+
+
+def test_a_vendors_limit_keeps_its_trainings_one_at_a_time(acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.schedule import run_submit
+
+    acme.train_time = 1.0
+    params = _params(digits_copy, acme, acme={"max_concurrent_trainings": 1})
+    run_submit(params)
+    assert acme.training_at_once == 1 and len(acme.models) == 2
+
+
+def test_serial_schedule_starts_nothing_ahead(acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.schedule import run_submit
+    from mlbench.bench.score import run_score
+
+    params = _params(digits_copy, acme, schedule="serial")
+    assert run_submit(params) == {} and not acme.models
+    assert run_score(params) == {}
+
+
+def test_runs_are_scored_side_by_side_and_latency_is_timed_one_call_at_a_time(
+        acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.schedule import run_submit
+    from mlbench.bench.score import run_score
+    from mlbench.bench.train import run_training
+
+    acme.predict_delay = 0.05
+    params = _params(digits_copy, acme, evaluate={"concurrency": 4}, latency={"samples": 5})
+    run_submit(params)
+    run_training(params, "local", "digits")
+    run_training(params, "acme", "digits")
+    scored = run_score(params)
+    assert set(scored) == {"local/digits/5", "local/digits/20", "acme/digits/5",
+                           "acme/digits/20"}
+    # two acme runs at once, 4 calls in flight each: more than one run's worth at a time
+    assert acme.most_in_flight > 4
+    for n in (5, 20):
+        rows = paths.predictions_csv("acme", "digits", n).read_text().splitlines()
+        assert len(rows) == 1 + 30  # every test image, once
+        latency = paths.latency_csv("acme", "digits", n).read_text().splitlines()
+        assert len(latency) == 1 + 5
+        metrics = read_json(paths.run_metrics_json("acme", "digits", n))
+        assert metrics["latency_source"] == "single-stream pass of 5 images"
+        assert metrics["scoring_concurrency"] == 4
+        # one call at a time: the fake's 50 ms, not the queueing of 8 in flight
+        assert 50 <= metrics["latency_p50_ms"] < 200
+    calls = len(acme.server.log)
+    # the evaluate stages that follow only write metrics: no call is made again
+    from mlbench.bench.evaluate import run_evaluation
+
+    run_evaluation(params, "acme", "digits")
+    assert len(acme.server.log) == calls
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_scoring_is_exact_whatever_the_concurrency(acme_package, acme, digits_copy, concurrency):  # noqa: F811
+    """No image lost or scored twice, in the seed's one-at-a-time mode or with calls in flight,
+    including after a run is cut short."""
+    from mlbench.bench.evaluate import run_evaluation
+    from mlbench.bench.train import run_training
+
+    params = _params(digits_copy, acme, ablations=[5], evaluate={"concurrency": concurrency})
+    run_training(params, "acme", "digits")
+    run_evaluation(params, "acme", "digits")
+    out = paths.predictions_csv("acme", "digits", 5)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:11]) + lines[11][:7])  # cut: 10 rows kept, one torn
+    before = len([r for r in acme.server.log if r.path.endswith("/predict")])
+    run_evaluation(params, "acme", "digits")
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == 30 and len({r.split(",")[0] for r in rows}) == 30
+    rescored = len([r for r in acme.server.log if r.path.endswith("/predict")]) - before
+    assert rescored == 20  # the torn row's image and the 19 never written
+    metrics = read_json(paths.run_metrics_json("acme", "digits", 5))
+    expected = "scoring, one call at a time" if concurrency == 1 else \
+        "single-stream pass of 30 images"
+    assert metrics["latency_source"] == expected
