@@ -260,6 +260,7 @@ def _single_stream(service: str, ds: str, n: int, sample: list[ImageRef]) -> dic
     seconds = [float(r[1]) for r in rows]
     lat = percentiles_ms(seconds, (50, 90, 95, 99))
     return {"latency_source": f"single-stream pass of {len(seconds)} images",
+            "latency_calls": len(seconds),
             "latency_p50_ms": lat["p50"], "latency_p90_ms": lat["p90"],
             "latency_p95_ms": lat["p95"], "latency_p99_ms": lat["p99"],
             "latency_mean_ms": 1000 * sum(seconds) / len(seconds) if seconds else float("nan")}

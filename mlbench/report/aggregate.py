@@ -26,6 +26,7 @@ from mlbench.data.prepare import read_classes
 from mlbench.io import atomic_write_csv, atomic_write_text, read_json
 from mlbench.params import Params
 from mlbench.report import html, plots
+from mlbench.report.cost import run_cost
 from mlbench.report.metrics import write_metrics
 from mlbench.report.seed_format import (
     PUBLISHED_LABEL,
@@ -42,7 +43,7 @@ from mlbench.report.seed_format import (
 )
 
 METRIC_KEYS = ("images", "accuracy", "accuracy_ci95", "macro_f1", "latency_p50_ms",
-               "latency_p95_ms", "latency_p99_ms", "errors")
+               "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "errors")
 LOAD_KEYS = ("calls", "mode", "throughput_rps", "seconds_per_1000_calls", "latency_p50_ms",
              "latency_p95_ms", "errors", "retries")
 
@@ -69,11 +70,16 @@ def collect_runs(params: Params) -> pd.DataFrame:
                 row.update({k: m.get(k) for k in METRIC_KEYS})
                 row["latency_mean_ms"] = m.get("latency_mean_ms")
                 row["train_seconds"] = m.get("train_seconds")
+                row["latency_source"] = m.get("latency_source")
                 lfile = paths.throughput_summary(svc, ds, n)
-                if lfile.exists():
-                    load = read_json(lfile)
+                load = read_json(lfile) if lfile.exists() else {}
+                if load:
                     row.update({f"load_{k}": load.get(k) for k in LOAD_KEYS})
                     row["load_concurrency"] = load.get("concurrency")
+                calls = int(m.get("images") or 0) + int(m.get("latency_calls") or 0) \
+                    + int(load.get("calls") or 0)
+                row.update(run_cost(svc, ds, n, params.prices.get(svc, {}), calls,
+                                    load.get("throughput_rps")))
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -214,18 +220,19 @@ def _cell(value, fmt: str) -> str:
 def print_table(runs: pd.DataFrame) -> None:
     table = Table(title="mlbench results")
     for col in ("service", "dataset", "ablation", "accuracy", "95% CI", "macro-F1",
-                "p50 ms", "p95 ms", "load req/s", "train s"):
+                "p50 ms", "p99 ms", "load req/s", "train s", "USD model", "USD/1k"):
         table.add_column(col, justify="left" if col in ("service", "dataset") else "right")
     for r in runs.to_dict("records"):
         if r["status"] != "ok":
             table.add_row(r["service"], r["dataset"], str(r["ablation"]),
-                          f"[dim]{r['status']}[/dim]", "", "", "", "", "", "")
+                          f"[dim]{r['status']}[/dim]", "", "", "", "", "", "", "", "")
             continue
         lo, hi = r["accuracy_ci95"]
         table.add_row(r["service"], r["dataset"], str(r["ablation"]), f"{r['accuracy']:.3f}",
                       f"{lo:.3f}-{hi:.3f}", f"{r['macro_f1']:.3f}", f"{r['latency_p50_ms']:.1f}",
-                      f"{r['latency_p95_ms']:.1f}", _cell(r.get("load_throughput_rps"), ".1f"),
-                      _cell(r["train_seconds"], ".1f"))
+                      f"{r['latency_p99_ms']:.1f}", _cell(r.get("load_throughput_rps"), ".1f"),
+                      _cell(r["train_seconds"], ".1f"), _cell(r.get("cost_training_usd"), ".2f"),
+                      _cell(r.get("cost_per_1000_usd"), ".3f"))
     out.print(table)
 
 

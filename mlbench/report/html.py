@@ -104,20 +104,26 @@ def results_rows(runs: pd.DataFrame) -> tuple[list[list[Cell]], list[str]]:
         lo, hi = ci if isinstance(ci, list | tuple) else (None, None)
         conc = r.get("load_concurrency")
         rps = _num(r.get("load_throughput_rps"), ".1f")
+        under_load = (f"{rps} req/s <small>({_num(conc, '.0f')} in flight; p50 "
+                      f"{_num(r.get('load_latency_p50_ms'), '.0f')} ms)</small>" if rps else "")
         rows.append(head + [
             f"{_num(r['accuracy'], '.3f')} ({_num(lo, '.3f')}&ndash;{_num(hi, '.3f')})",
             _num(r.get("macro_f1"), ".3f"),
-            f"{_num(r.get('latency_p50_ms'), '.1f')} / {_num(r.get('latency_p95_ms'), '.1f')}",
-            f"{rps} req/s <small>({_num(conc, '.0f')} in flight)</small>" if rps else "",
+            " / ".join(_num(r.get(f"latency_{p}_ms"), ".1f") for p in ("p50", "p90", "p99")),
+            under_load,
             _num(r.get("load_seconds_per_1000_calls"), ".1f"),
             _num(r.get("train_seconds"), ".1f"),
+            _num(r.get("cost_training_usd"), ".2f"),
+            _num(r.get("cost_per_1000_usd"), ".3f"),
         ])
         classes.append("")
     return rows, classes
 
 
 RESULTS_HEADER = ("service", "dataset", "images/class", "accuracy (95% CI)", "macro-F1",
-                  "latency p50 / p95 (ms)", "throughput", "s per 1,000 calls", "training (s)")
+                  "single-stream latency p50 / p90 / p99 (ms)", "under load",
+                  "s per 1,000 calls", "training (s)", "USD per model",
+                  "USD per 1,000 predictions")
 
 
 def headline_rows(means: pd.DataFrame, sizes: Sequence[int]) -> list[list[str]]:
@@ -154,9 +160,14 @@ def render_page(*, title: str, intro: str, means: pd.DataFrame, runs: pd.DataFra
         "used beans, cars, clothing, food, intel, pets and xrays; compare like with like.</p>",
         "<h2>Every run</h2>",
         table("results", RESULTS_HEADER, rows, left=3, row_classes=classes),
-        '<p class="note">Latency: one request at a time (the scoring pass). Throughput: the '
-        "load test, requests completed per second with that many in flight, and the seconds "
-        "1,000 calls took (the seed's measure).</p>",
+        '<p class="note">Single-stream latency: test images called one at a time, apart from '
+        "the scoring pass (which keeps several calls in flight). Under load: the load test, "
+        "requests completed per second with that many in flight, and the seconds 1,000 calls "
+        "took (the seed's measure). USD per model: training hours as the vendor bills them "
+        "times <code>prices.&lt;service&gt;.training_hour</code>; USD per 1,000 predictions: "
+        "an endpoint kept busy at the load test's rate (its deployed hour spread over the calls "
+        "it answers in an hour) plus any per-call price. Empty where params.yaml gives no "
+        "price.</p>",
         "<h2>Concurrent throughput, this run and 2023</h2>",
         table("throughputs", ["service", "source", "seconds for 1,000 calls"],
               throughput_rows(throughputs), left=2),
