@@ -71,14 +71,22 @@ def test_cars_other_layouts_through_the_url_setting(variant, tmp_path):
     assert {i.class_name for i in items} == set(CARS_CLEAN)  # spaces kept, '/' made safe
 
 
-def test_cars_without_test_labels_says_what_is_missing(tmp_path):
+def test_cars_without_test_labels_says_which_file_to_place_where(tmp_path):
     replica = cars("kaggle")
-    del replica.files["cars_test_annos_withlabels.mat"]
-    with MirrorServer(replica.files) as server, pytest.raises(
-        UserError, match="lacks cars_test_annos_withlabels.mat"
-    ) as info:
-        get_source("cars").fetch(tmp_path, FetchContext(mirror=server.url))
-    assert "\n" not in str(info.value)
+    labels = replica.files.pop("cars_test_annos_withlabels.mat")
+    with MirrorServer(replica.files) as server:
+        with pytest.raises(UserError) as info:
+            get_source("cars").fetch(tmp_path, FetchContext(mirror=server.url))
+        message = str(info.value)
+        assert "\n" not in message
+        assert "place cars_test_annos_withlabels.mat (" in message
+        assert f"at {tmp_path / 'cars_test_annos_withlabels.mat'} and rerun" in message
+        # doing what it says is enough: the next fetch keeps the placed file and goes through
+        (tmp_path / "cars_test_annos_withlabels.mat").write_bytes(labels)
+        source = get_source("cars")
+        source.fetch(tmp_path, FetchContext(mirror=server.url))
+        items = list(source.images(tmp_path))
+    assert tally(items) == replica.counts
 
 
 def test_food_published_md5_is_enforced_on_a_mirror(tmp_path):

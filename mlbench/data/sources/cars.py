@@ -82,6 +82,11 @@ def _layout(raw: Path) -> Callable[[], Iterator[ImageRef]]:
               "cars_test_annos_withlabels.mat": test_annos,
               "cars_train/ images": train_dir, "cars_test/ images": test_dir}
     missing = ", ".join(k for k, v in needed.items() if v is None)
+    if missing == "cars_test_annos_withlabels.mat":
+        # Everything else came from live sources: only the test labels' dead URL is left.
+        raise UserError(f"cars: the test labels are no longer published at their original URL; "
+                        f"place cars_test_annos_withlabels.mat (Stanford's file, 8,041 records) "
+                        f"at {raw / 'cars_test_annos_withlabels.mat'} and rerun")
     raise UserError(f"cars: {raw} lacks {missing}; add the missing files to MLBENCH_MIRROR or "
                     f"list every file in sources.cars.url (docs/datasets.md)")
 
