@@ -4,12 +4,14 @@
     python scripts/huggingface.py parallel <dataset> <inference_endpoint> [<ablation>]
 
 `invoke` scores every test image once (accuracy, latency); `parallel` runs the concurrent load
-test (params.yaml `load`). The model is trained in the AutoTrain UI (see
-docs/services/huggingface.md); HF_TOKEN must hold a token that can call the endpoint. The seed
-took no ablation: it is the third argument here, and may be left out when params.yaml names one
-(`ablation: <n>`) or lists this URL under `huggingface.endpoints.<dataset>.<n>`. If the endpoint
-answers LABEL_<i>, set `huggingface.models.<dataset>.<n>` to the model's Hub repo id. Results
-land where `mlbench evaluate` / `mlbench load` put them.
+test (params.yaml `load`). This is the seed's path: an endpoint deployed by hand, its model
+trained elsewhere (mlbench trains and deploys by itself with `dvc repro` or `mlbench train
+huggingface <dataset>`; see docs/services/huggingface.md). HF_TOKEN must hold a token that can
+call the endpoint. The seed took no ablation: it is the third argument here, and may be left out
+when params.yaml names one (`ablation: <n>`) or lists this URL under
+`huggingface.endpoints.<dataset>.<n>`. If the endpoint answers LABEL_<i>, set
+`huggingface.models.<dataset>.<n>` to the model's Hub repo id. Results land where `mlbench
+evaluate` / `mlbench load` put them. The endpoint is yours: mlbench never pauses it.
 """
 
 from __future__ import annotations

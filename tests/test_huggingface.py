@@ -1,4 +1,5 @@
-"""The Hugging Face service against the local fake of Inference Endpoints and the Hub."""
+"""The Hugging Face service against the local fake of the Hub (repos, commits, Jobs), the
+Inference Endpoints API and the endpoints themselves."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mlbench import paths
-from mlbench.core import AblationSplit, ModelRef
+from mlbench.core import AblationSplit, ImageRef, ModelRef
 from mlbench.errors import MissingExtra, ServiceCallError, ServiceError, UserError
 from mlbench.project import parse_checked_params
 from mlbench.retry import RetryPolicy
@@ -82,20 +83,7 @@ def predict_calls(fake: HuggingFaceFake) -> list:
     return fake.requests("POST", r"/endpoints/.+")
 
 
-# -- training: AutoTrain by hand, the endpoint adopted ---------------------------------------------
-def test_train_without_endpoint_explains_autotrain_and_names_the_key(fake, capsys):
-    svc = service()
-    assert svc.hand_given() is None
-    svc.upload(SPLIT)  # nothing to send: AutoTrain takes the zips in its UI
-    with pytest.raises(UserError) as exc:
-        svc.train(SPLIT)
-    assert "huggingface.endpoints.digits.5" in str(exc.value) and "\n" not in str(exc.value)
-    steps = capsys.readouterr().err
-    assert str(Path("data/digits/ablations/autotrain_train_5.zip")) in steps
-    assert "Inference Endpoints" in steps
-    assert fake.log == []
-
-
+# -- a hand-given endpoint, adopted ---------------------------------------------------------------
 def test_missing_token_names_hf_token_and_sends_nothing(fake, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     svc = configured(fake)
@@ -319,9 +307,389 @@ def test_bad_settings_name_their_key(fake):
                           ({"train_seconds": {"digits": {5: -3}}},
                            r"huggingface\.train_seconds\.digits\.5"),
                           ({"train_seconds": {"digits": {5: "soon"}}},
-                           r"huggingface\.train_seconds\.digits\.5")):
+                           r"huggingface\.train_seconds\.digits\.5"),
+                          ({"max_concurrent_trainings": 0},
+                           r"huggingface\.max_concurrent_trainings")):
         with pytest.raises(UserError, match=f"^params.yaml: {key}"):
             service(**settings)
+    assert service().settings.max_concurrent_trainings == 4  # Jobs `mlbench submit` runs at once
+
+
+# -- the automatic path: dataset repo, training Job, model repo ----------------------------------
+FAST_POLL = {"poll_seconds": 0.02, "warmup_timeout": 5, "upload_batch": 4}
+
+
+def auto(fake: HuggingFaceFake, n: int = 5, **settings: object) -> HuggingFaceService:
+    """A service on the automatic path against the fake (no hand-given endpoint)."""
+    return service(n, endpoints_api=fake.endpoints_api, **{**FAST_POLL, **settings})
+
+
+def make_split(root: Path, n: int = 3, val: int = 1) -> AblationSplit:
+    """3 colour classes x (n train + val val) PNGs: an ablation the fake's Job can learn."""
+    train, valid = [], []
+    for c, (cls, rgb) in enumerate(sorted(COLOURS.items())):
+        for i in range(n + val):
+            name = f"{cls}_{i}.png"
+            path = root / "imgs" / cls / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image_bytes(rgb, 10 * c + i, "PNG"))
+            (valid if i >= n else train).append(ImageRef(path, cls, "val" if i >= n else "train",
+                                                         name))
+    return AblationSplit("digits", 5, tuple(sorted(COLOURS)), tuple(train), tuple(valid))
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> AblationSplit:
+    return make_split(tmp_path)
+
+
+def dataset_of(fake: HuggingFaceFake):
+    (repo,) = [r for r in fake.state.repos.values() if r.repo_type == "dataset"]
+    return repo
+
+
+def state_files(svc: HuggingFaceService) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(svc.ctx.state_dir.rglob("*")) if p.is_file()}
+
+
+def test_upload_fills_a_private_imagefolder_repo_and_resends_nothing(fake, split):
+    svc = auto(fake)
+    svc.upload(split)
+    repo = dataset_of(fake)
+    assert repo.private and repo.repo_id == f"mlbench-user/mlbench-digits-5-{split.digest}"
+    expected = {f"{'train' if r.split == 'train' else 'validation'}/{r.class_name}/{r.name}":
+                r.path.read_bytes() for r in split.all}
+    assert repo.files == expected
+    assert fake.state.created == {"dataset_repo": 1}
+    assert len(fake.requests("POST", r"/api/datasets/.+/commit/main")) == 3  # 12 files, 4 a commit
+    received = fake.state.files_received
+    asked = len(fake.requests("POST", r"/api/datasets/.+/preupload/main"))
+
+    auto(fake).upload(split)  # a rerun (another process): lists the repo, sends nothing
+    assert fake.state.files_received == received == len(split.all)
+    assert len(fake.requests("POST", r"/api/datasets/.+/commit/main")) == 3
+    assert len(fake.requests("POST", r"/api/datasets/.+/preupload/main")) == asked  # not even
+    assert fake.requests("GET", r"/api/datasets/.+/tree/main")  # asked about: the listing did
+    assert fake.state.created == {"dataset_repo": 1}
+
+
+def test_an_interrupted_upload_resumes_with_what_is_missing(fake, split, monkeypatch):
+    """A commit that fails for good leaves the earlier batches in the repo; the rerun sends
+    only the rest, and later only what changed (same path, same content is never sent twice)."""
+    svc = auto(fake)
+    real, calls = svc.hub.commit, []
+
+    def second_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            fake.server.inject(Fault(400, count=1, path_pattern=r"/commit/"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(svc.hub, "commit", second_fails)
+    with pytest.raises(ServiceCallError):
+        svc.upload(split)
+    assert fake.state.files_received == 4 and len(dataset_of(fake).files) == 4
+    asked = len(fake.requests("POST", r"/api/datasets/.+/preupload/main"))
+    auto(fake).upload(split)
+    assert fake.state.files_received == 12 and len(dataset_of(fake).files) == 12
+    rerun = fake.requests("POST", r"/api/datasets/.+/preupload/main")[asked:]
+    assert sum(len(r.json()["files"]) for r in rerun) == 8  # only the missing were offered
+    changed = split.train[0]
+    changed.path.write_bytes(image_bytes((1, 2, 3), 99, "PNG"))  # one image re-prepared
+    dataset_of(fake).files.pop(f"validation/{split.val[0].class_name}/{split.val[0].name}")
+    auto(fake).upload(split)
+    assert fake.state.files_received == 14  # the changed image and the lost one, nothing else
+    assert dataset_of(fake).files[f"train/{changed.class_name}/{changed.name}"] == \
+        changed.path.read_bytes()
+
+
+def test_submit_records_the_job_at_once_and_a_rerun_reattaches(fake, split):
+    fake.state.hold_jobs = True
+    svc = auto(fake)
+    svc.upload(split)
+    job = svc.submit(split)
+    record = json.loads((svc.ctx.state_dir / "huggingface.json").read_text())
+    assert record["job_id"] == job.ids["job_id"] and fake.state.created["job"] == 1
+    again = auto(fake)  # a rerun after a crash: same record, no second Job
+    again.upload(split)
+    assert again.submit(split).ids["job_id"] == job.ids["job_id"]
+    assert fake.state.created == {"dataset_repo": 1, "model_repo": 1, "job": 1}
+    fake.state.hold_jobs = False
+    model = again.wait(job)
+    assert model.ids["job_id"] == job.ids["job_id"] and fake.state.created["job"] == 1
+    assert model.details["id2label"] == {"0": "blue", "1": "green", "2": "red"}
+    repo = fake.state.repo("model", model.ids["model"])
+    assert repo is not None and repo.private and model.ids["model_revision"] == repo.commit
+
+
+def test_a_lost_record_finds_the_running_job_by_its_labels(fake, split):
+    fake.state.hold_jobs = True
+    svc = auto(fake)
+    svc.upload(split)
+    first = svc.submit(split).ids["job_id"]
+    (svc.ctx.state_dir / "huggingface.json").unlink()
+    svc = auto(fake)
+    svc.upload(split)
+    assert svc.submit(split).ids["job_id"] == first
+    assert fake.state.created["job"] == 1
+
+
+def test_the_job_runs_the_pinned_script_on_the_flavor_with_the_token_as_a_secret(fake, split):
+    from mlbench.services.huggingface import training
+
+    svc = auto(fake, flavor="a10g-small", epochs=3, learning_rate=1e-4, batch_size=8,
+               train_timeout=1800)
+    svc.upload(split)
+    svc.submit(split)
+    (job,) = fake.state.jobs.values()
+    spec = job.spec
+    assert spec["dockerImage"] == training.IMAGE and spec["flavor"] == "a10g-small"
+    assert spec["timeoutSeconds"] == 1800
+    assert spec["command"][:2] == ["bash", "-c"] and "uv run /tmp/train.py" in spec["command"][2]
+    assert spec["environment"]["MLBENCH_TRAIN_PY"] == training.SCRIPT.read_text()
+    assert spec["secrets"] == {"HF_TOKEN": TOKEN}
+    assert TOKEN not in json.dumps({k: v for k, v in spec.items() if k != "secrets"})
+    args = spec["command"][4:]
+    opts = dict(zip(args[::2], args[1::2], strict=True))
+    record = json.loads((svc.ctx.state_dir / "huggingface.json").read_text())
+    assert opts == {"--dataset": record["dataset_repo"], "--revision": dataset_of(fake).commit,
+                    "--base-model": "google/vit-base-patch16-224-in21k",
+                    "--model-repo": record["model_repo"], "--epochs": "3",
+                    "--learning-rate": "0.0001", "--batch-size": "8", "--seed": "0"}
+    assert job.labels["mlbench-run"] == record["run"] and job.labels["mlbench-ablation"] == "5"
+
+
+def test_training_seconds_come_from_the_jobs_own_timestamps(fake, split):
+    fake.state.job_seconds = 0.4
+    svc = auto(fake)
+    svc.upload(split)
+    model = svc.train(split)
+    (job,) = fake.state.jobs.values()
+    assert model.train_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-3)
+    assert model.train_seconds >= 0.4
+    assert model.details["trained_by"] == "Hugging Face Job"
+
+
+def test_a_failed_job_is_one_service_error_line_with_its_log_tail(fake, split):
+    fake.state.job_outcome = "error"
+    svc = auto(fake)
+    svc.upload(split)
+    with pytest.raises(ServiceError) as exc:
+        svc.train(split)
+    message = str(exc.value)
+    assert not isinstance(exc.value, UserError) and "\n" not in message
+    assert "ended ERROR" in message and "CUDA error: out of memory" in message
+    assert "Traceback" in message and "Job started" not in message
+    assert fake.requests("GET", r"/api/jobs/mlbench-user/[^/]+/logs")
+    fake.state.job_outcome = "ok"
+    model = auto(fake).train(split)  # the rerun starts a new Job
+    assert fake.state.created["job"] == 2 and model.details["id2label"]
+
+
+def test_a_job_without_credit_is_one_line_saying_what_is_missing(fake, split):
+    fake.state.credit = False
+    svc = auto(fake)
+    svc.upload(split)
+    with pytest.raises(UserError) as exc:
+        svc.submit(split)
+    message = str(exc.value)
+    assert "\n" not in message and "HTTP 402" in message and "pre-paid credits" in message
+    assert "huggingface.endpoints.<dataset>.<ablation>" in message
+    assert len(fake.requests("POST", r"/api/jobs/mlbench-user")) == 1  # refused, not retried
+    assert fake.state.jobs == {}
+
+
+def test_a_missing_token_stops_before_anything_is_sent(fake, split, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    for step in (lambda s: s.upload(split), lambda s: s.submit(split)):
+        with pytest.raises(UserError, match="HF_TOKEN") as exc:
+            step(auto(fake))
+        assert "\n" not in str(exc.value)
+    assert fake.log == []
+
+
+def test_a_refused_token_is_one_line_naming_hf_token(fake, split, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(UserError, match="HF_TOKEN") as exc:
+        auto(fake).upload(split)
+    assert "hf_wrong" not in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_unknown_flavor_is_refused_before_a_job_starts(fake, split):
+    svc = auto(fake, flavor="gpu-galore")
+    svc.upload(split)
+    with pytest.raises(UserError, match=r"huggingface\.flavor: 'gpu-galore'.*t4-small"):
+        svc.submit(split)
+    assert fake.state.jobs == {} and "model_repo" not in fake.state.created
+
+
+def test_changed_hyperparameters_train_a_new_model_on_the_same_dataset(fake, split):
+    svc = auto(fake)
+    svc.upload(split)
+    first = svc.train(split)
+    other = auto(fake, epochs=3)
+    other.upload(split)
+    second = other.train(split)
+    assert first.ids["model"] != second.ids["model"]
+    assert first.ids["dataset"] == second.ids["dataset"]
+    assert fake.state.created == {"dataset_repo": 1, "model_repo": 2, "job": 2}
+
+
+def test_re_prepared_images_under_the_same_names_train_a_new_model(fake, split):
+    """The repo name follows the ablation's names (digest); its content is in the dataset
+    revision, which is part of the run: the old Job is not re-attached to new images."""
+    svc = auto(fake)
+    svc.upload(split)
+    first = svc.train(split)
+    split.train[0].path.write_bytes(image_bytes((1, 2, 3), 7, "PNG"))
+    again = auto(fake)
+    again.upload(split)
+    second = again.train(split)
+    assert second.ids["dataset"] == first.ids["dataset"]
+    assert second.ids["dataset_revision"] != first.ids["dataset_revision"]
+    assert second.ids["job_id"] != first.ids["job_id"] and fake.state.created["job"] == 2
+    assert second.ids["model"] != first.ids["model"]
+
+
+# -- deploy (connect) and teardown ---------------------------------------------------------------
+@pytest.fixture
+def trained(fake, split) -> ModelRef:
+    svc = auto(fake)
+    svc.upload(split)
+    return svc.train(split)
+
+
+def test_connect_deploys_waits_and_records_outside_the_train_output(fake, split, trained):
+    svc = auto(fake)
+    before = state_files(svc)
+    svc.connect(trained)
+    assert state_files(svc) == before  # nothing in the train stage's DVC output changes
+    (ep,) = fake.state.managed.values()
+    assert ep.repository == trained.ids["model"] and ep.state == "running"
+    body = ep.payload
+    assert body["model"]["task"] == "image-classification"
+    assert body["model"]["revision"] == trained.ids["model_revision"]
+    assert body["compute"] == {"accelerator": "gpu", "instanceSize": "x1",
+                               "instanceType": "nvidia-t4",
+                               "scaling": {"maxReplica": 1, "minReplica": 1,
+                                           "scaleToZeroTimeout": None}}
+    assert body["provider"] == {"region": "us-east-1", "vendor": "aws"}
+    record = json.loads(paths.deployment_file("huggingface", "digits", 5).read_text())
+    assert record["up"] is True and record["resource"] == ep.name
+    assert fake.requests("GET", rf"/endpoints/{ep.name}/health")  # waited as .wait() does
+    for cls, rgb in COLOURS.items():
+        assert svc.predict(image_bytes(rgb, 3)).label == cls
+    auto(fake).connect(trained)  # `load` after `evaluate`: the same endpoint, nothing created
+    assert fake.state.created["endpoint"] == 1
+
+
+@pytest.mark.parametrize("mode", ["pause", "scale-to-zero"])
+def test_a_torn_down_endpoint_is_resumed_by_connect(fake, trained, mode):
+    svc = auto(fake, teardown=mode)
+    svc.connect(trained)
+    assert ("paused" if mode == "pause" else "scaled to zero") in svc.teardown(trained)
+    assert not svc.deployment.get("up")
+    again = auto(fake, teardown=mode)
+    again.connect(trained)
+    (ep,) = fake.state.managed.values()
+    assert ep.state == "running" and ep.resumes == 1 and fake.state.created["endpoint"] == 1
+    assert again.deployment.get("up") and again.predict(image_bytes(COLOURS["red"], 1)).label \
+        == "red"
+
+
+@pytest.mark.parametrize(("mode", "state", "said"), [
+    ("pause", "paused", "paused"), ("scale-to-zero", "scaledToZero", "scaled to zero"),
+    ("delete", None, "deleted")])
+def test_teardown_follows_the_setting_and_ends_the_deployment(fake, trained, mode, state, said):
+    svc = auto(fake, teardown=mode)
+    svc.connect(trained)
+    line = svc.teardown(trained)
+    assert said in line and f"huggingface.teardown: {mode}" in line
+    eps = list(fake.state.managed.values())
+    assert [e.state for e in eps] == ([state] if state else [])
+    record = svc.deployment
+    assert record.get("up") is False and record.seconds_up() > 0
+    again = auto(fake, teardown=mode).teardown(trained)  # a second teardown changes nothing
+    assert ("nothing billed" if state is None else f"already {state}") in again
+
+
+def test_other_hardware_makes_a_new_endpoint_and_tears_the_old_one_down(fake, trained):
+    auto(fake).connect(trained)
+    svc = auto(fake, accelerator="cpu", instance_type="intel-spr", instance_size="x2")
+    svc.connect(trained)
+    old, new = sorted(fake.state.managed.values(), key=lambda e: e.created_at)
+    assert old.state == "paused" and new.state == "running"
+    assert new.payload["compute"]["instanceType"] == "intel-spr"
+    assert svc.deployment.get("resource") == new.name and svc.deployment.get("up")
+    assert new.name in svc.teardown(trained) and new.state == "paused"
+
+
+def test_teardown_never_touches_an_endpoint_given_by_hand(fake, trained):
+    svc = configured(fake)
+    model = adopted(svc)
+    line = svc.teardown(model)
+    assert "given by hand, left as it is" in line
+    assert not fake.requests("POST", r"/v2/.*") and not fake.requests("DELETE", r"/v2/.*")
+    assert not paths.deployment_file("huggingface", "digits", 5).exists()
+
+
+def test_an_endpoint_that_fails_to_start_is_one_service_error_line(fake, trained):
+    repo = fake.state.repo("model", trained.ids["model"])
+    repo.files.pop("config.json")  # the endpoint cannot load the model
+    with pytest.raises(ServiceError) as exc:
+        auto(fake).connect(trained)
+    assert "failed" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_endpoints_refused_for_lack_of_a_payment_method_are_one_line(fake, trained):
+    fake.server.inject(Fault(402, count=1, path_pattern=r"^/v2/endpoint/[^/]+$",
+                             body={"error": "Payment method required"}))
+    with pytest.raises(UserError) as exc:
+        auto(fake).connect(trained)
+    assert "HTTP 402: Payment method required" in str(exc.value)
+    assert "\n" not in str(exc.value) and fake.state.managed == {}
+
+
+def test_vendor_commands_status_pause_and_resume(fake, trained):
+    from mlbench.cli import app
+
+    trained.save(paths.model_json("huggingface", "digits", 5))
+    Path("params.yaml").write_text(yaml.safe_dump(block(endpoints_api=fake.endpoints_api,
+                                                        **FAST_POLL)))
+    runner = CliRunner()
+    status = runner.invoke(app, ["huggingface", "status"])
+    assert status.exit_code == 0, status.output
+    assert "not created" in status.output and fake.state.managed == {}  # status creates nothing
+    resumed = runner.invoke(app, ["huggingface", "resume", "digits", "5"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "running at" in resumed.output and fake.state.created["endpoint"] == 1
+    assert "running (billed)" in runner.invoke(app, ["huggingface", "status"]).output
+    paused = runner.invoke(app, ["huggingface", "pause"])
+    assert paused.exit_code == 0, paused.output
+    (ep,) = fake.state.managed.values()
+    assert ep.state == "paused" and "paused (huggingface.teardown: pause)" in paused.output
+    assert "paused (not billed)" in runner.invoke(app, ["huggingface", "status"]).output
+
+
+def test_status_shows_a_job_still_training_from_the_record(fake, split):
+    from mlbench.cli import app
+
+    fake.state.hold_jobs, fake.state.schedule_seconds = True, 0.0
+    svc = auto(fake)
+    svc.upload(split)
+    job = svc.submit(split)
+    Path("params.yaml").write_text(yaml.safe_dump(block(endpoints_api=fake.endpoints_api)))
+    result = CliRunner().invoke(app, ["huggingface", "status"])
+    assert result.exit_code == 0, result.output
+    assert f"training Job {job.ids['job_id']}: RUNNING" in result.output
+    paused = CliRunner().invoke(app, ["huggingface", "pause"])
+    assert "not deployed yet" in paused.output and fake.state.managed == {}
+    cancelled = CliRunner().invoke(app, ["huggingface", "cancel", "digits"])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"training Job {job.ids['job_id']} cancelled" in cancelled.output
+    assert fake.state.jobs[job.ids["job_id"]].stage == "CANCELED"
+    with pytest.raises(ServiceError, match="ended CANCELED"):
+        svc.wait(job)  # the run that waited on it stops in one line; a rerun starts anew
 
 
 # -- the package's other faces: vendor commands, export, missing extra, the harness ---------------
@@ -357,14 +725,10 @@ def test_status_without_any_endpoint_is_one_line(fake):
     assert "Traceback" not in result.output
 
 
-def test_no_deploy_or_teardown_command_until_endpoints_are_automated():
-    from mlbench.cli import app
+def test_the_vendor_commands_are_status_resume_and_pause():
     from mlbench.services.huggingface.cli import cli
 
-    assert [c.name for c in cli.registered_commands] == ["status"]
-    for words in (["huggingface", "undeploy"], ["huggingface", "deploy", "digits"]):
-        result = CliRunner().invoke(app, words)
-        assert result.exit_code == 2 and "No such command" in result.output
+    assert [c.name for c in cli.registered_commands] == ["status", "resume", "pause", "cancel"]
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
@@ -382,10 +746,11 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
     assert "\n" not in str(exc.value)
 
 
-def test_the_harness_adopts_given_endpoints_and_points_at_the_exported_zips(digits_copy, capsys,
-                                                                          monkeypatch):
-    """`mlbench train`: a hand-given endpoint is adopted and recorded; for an ablation without
-    one, the steps name the AutoTrain zips `export` wrote, which hold exactly that ablation."""
+def test_the_harness_adopts_a_given_endpoint_and_trains_the_rest(digits_copy, capsys,
+                                                                 monkeypatch):
+    """`mlbench train`: ablation 5's hand-given endpoint is adopted as before; ablation 20 has
+    none, so it is trained by a Job, and its dataset repo holds exactly the AutoTrain zips that
+    `export` wrote for it, under the split folders."""
     from mlbench.bench.train import run_training
     from mlbench.data.ablate import load_split
     from mlbench.services.huggingface import export
@@ -393,21 +758,27 @@ def test_the_harness_adopts_given_endpoints_and_points_at_the_exported_zips(digi
     with HuggingFaceFake(token=TOKEN) as fk:
         fk.add_endpoint("digits-5", {c: (0.0, 0.0, 0.0) for c in load_split("digits", 5).classes})
         monkeypatch.setenv("HF_TOKEN", TOKEN)
-        params = parse_checked_params({**block(endpoints={"digits": {5: fk.endpoint_url(
-            "digits-5")}}, train_seconds={"digits": {5: 42}}), "datasets": ["digits"],
-            "ablations": [5, 20]})
-        with pytest.raises(UserError, match=r"huggingface\.endpoints\.digits\.20 is not set"):
-            run_training(params, "huggingface", "digits")
-    model = ModelRef.load(paths.model_json("huggingface", "digits", 5))
-    assert model is not None and model.train_seconds == 42 and model.details["fingerprint"]
-    steps = capsys.readouterr().err
-    split = load_split("digits", 20)
-    for name, refs in (("train", split.train), ("val", split.val)):
-        zip_path = export.autotrain_zip("digits", name, 20)
-        assert str(zip_path) in steps
-        with zipfile.ZipFile(zip_path) as zf:
-            assert sorted(zf.namelist()) == sorted(f"{r.class_name}/{r.name}" for r in refs)
-            assert all(zf.read(f"{r.class_name}/{r.name}") == r.path.read_bytes() for r in refs)
+        monkeypatch.setenv("HF_ENDPOINT", fk.url)
+        params = parse_checked_params({**block(
+            endpoints={"digits": {5: fk.endpoint_url("digits-5")}},
+            train_seconds={"digits": {5: 42}}, endpoints_api=fk.endpoints_api,
+            **{**FAST_POLL, "upload_batch": 100}),
+            "datasets": ["digits"], "ablations": [5, 20]})
+        run_training(params, "huggingface", "digits")
+        split = load_split("digits", 20)
+        (repo,) = [r for r in fk.state.repos.values() if r.repo_type == "dataset"]
+        assert fk.state.created == {"dataset_repo": 1, "model_repo": 1, "job": 1}
+    given = ModelRef.load(paths.model_json("huggingface", "digits", 5))
+    assert given is not None and given.train_seconds == 42 and given.details["fingerprint"]
+    model = ModelRef.load(paths.model_json("huggingface", "digits", 20))
+    assert model is not None and model.ids["dataset"] == repo.repo_id
+    assert sorted(model.details["id2label"].values()) == sorted(split.classes)
+    for part, folder in export.IMAGEFOLDER_SPLITS:
+        with zipfile.ZipFile(export.autotrain_zip("digits", part, 20)) as zf:
+            seeded = {f"{folder}/{name}": zf.read(name) for name in zf.namelist()}
+        assert seeded == {p: b for p, b in repo.files.items() if p.startswith(folder + "/")}
+    assert len(repo.files) == len(split.all)
+    assert "Inference Endpoint" not in capsys.readouterr().err  # nothing deployed by train
 
 
 def test_seed_script_scores_the_endpoint_given_on_the_command_line(digits_copy, monkeypatch):
@@ -468,6 +839,157 @@ def test_fake_rejects_malformed_requests_loudly(fake):
     assert junk.status_code == 400
     assert requests.post(url, data=image, headers={"Content-Type": "image/jpeg"},
                          timeout=5).status_code == 401
+
+
+def test_fake_answers_huggingface_hub_for_repos_commits_jobs_and_endpoints(fake, tmp_path,
+                                                                         monkeypatch):
+    """The fake against huggingface_hub's own calls, beyond the ones the service makes:
+    upload_folder, list_repo_tree (paged), run_uv_job, list_jobs, fetch_job_logs, cancel_job,
+    and InferenceEndpoint's wait/pause/resume/scale_to_zero/delete."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub import InferenceEndpoint as HubEndpoint
+
+    monkeypatch.setattr(constants, "INFERENCE_ENDPOINTS_ENDPOINT", fake.endpoints_api)
+    hub = HfApi(endpoint=fake.url, token=TOKEN)
+    assert hub.whoami()["name"] == "mlbench-user"
+    folder = tmp_path / "folder"
+    for cls, rgb in COLOURS.items():
+        (folder / "train" / cls).mkdir(parents=True)
+        (folder / "train" / cls / "a.png").write_bytes(image_bytes(rgb, 1, "PNG"))
+    url = hub.create_repo("mlbench-user/colours", repo_type="dataset", private=True)
+    assert url.repo_id == "mlbench-user/colours" and url.repo_type == "dataset"
+    hub.create_repo("mlbench-user/colours", repo_type="dataset", private=True, exist_ok=True)
+    info = hub.upload_folder(repo_id="mlbench-user/colours", repo_type="dataset",
+                             folder_path=folder)
+    again = hub.upload_folder(repo_id="mlbench-user/colours", repo_type="dataset",
+                              folder_path=folder)  # nothing changed: no commit sent
+    assert again.oid == info.oid and fake.state.files_received == 3
+    fake.state.tree_page = 2
+    files = sorted(f.path for f in hub.list_repo_tree("mlbench-user/colours", repo_type="dataset",
+                                                      recursive=True) if hasattr(f, "blob_id"))
+    assert files == [f"train/{c}/a.png" for c in sorted(COLOURS)]
+    assert hub.dataset_info("mlbench-user/colours").sha == info.oid
+
+    hub.create_repo("mlbench-user/colours-model", private=True)
+    fake.state.hold_jobs = True
+    job = hub.run_uv_job("python", script_args=["-c", "print(1)"], flavor="t4-small",
+                         namespace="mlbench-user", labels={"k": "v"})
+    assert job.status.stage == "SCHEDULING" and job.owner.name == "mlbench-user"
+    assert [j.id for j in hub.list_jobs(namespace="mlbench-user", labels={"k": "v"})] == [job.id]
+    assert list(hub.list_jobs(namespace="mlbench-user", labels={"k": "w"})) == []
+    hub.cancel_job(job_id=job.id, namespace="mlbench-user")
+    assert hub.inspect_job(job_id=job.id, namespace="mlbench-user").status.stage == "CANCELED"
+    assert list(hub.fetch_job_logs(job_id=job.id, namespace="mlbench-user")) == []  # no output
+    fake.state.jobs[job.id].log("hello from the job")
+    assert list(hub.fetch_job_logs(job_id=job.id, namespace="mlbench-user", tail=1)) == \
+        ["hello from the job"]
+
+    model = fake.state.repo("model", "mlbench-user/colours-model")
+    model.apply({"config.json": b'{"id2label": {"0": "blue"}}'}, [], "model")
+    model.centroids = {"blue": COLOURS["blue"]}
+    ep = hub.create_inference_endpoint(
+        "colours", repository="mlbench-user/colours-model", framework="pytorch",
+        accelerator="cpu", instance_size="x2", instance_type="intel-spr", region="us-east-1",
+        vendor="aws", task="image-classification", namespace="mlbench-user")
+    assert isinstance(ep, HubEndpoint) and ep.status == "initializing" and ep.url is None
+    ep._api = hub  # the object's own client would use the default Hub; the fake has the user
+    ep.wait(timeout=10, refresh_every=1)
+    assert ep.status == "running" and ep.url == fake.endpoint_url("colours")
+    assert ep.pause().status == "paused"
+    assert ep.resume().status == "initializing"
+    ep.wait(timeout=10, refresh_every=1)
+    assert ep.resume(running_ok=True).status == "running"  # 400 "already running" tolerated
+    assert ep.scale_to_zero().status == "scaledToZero"
+    ep.delete()
+    assert fake.state.managed == {}
+    assert fake.state.created == {"dataset_repo": 1, "model_repo": 1, "job": 1, "endpoint": 1}
+
+
+# -- the training script kept in the project -----------------------------------------------------
+def test_training_script_is_pinned_exactly_and_shipped_with_the_package():
+    from mlbench.services.huggingface import training
+
+    pins = training.pins()
+    names_ = {p.split("==")[0] for p in pins}
+    assert {"torch", "transformers", "huggingface-hub", "pillow"} <= names_
+    assert all("==" in p for p in pins)
+    meta = training.script_metadata()
+    assert meta["requires-python"].startswith(">=")
+    with pytest.raises(ValueError, match="not pinned"):
+        training.pins("# /// script\n# dependencies = ['torch>=2']\n# ///\n")
+    with pytest.raises(ValueError, match="no `# /// script`"):
+        training.script_metadata("print('hi')\n")
+    assert training.SCRIPT.is_file() and "mlbench" in training.SCRIPT.parts
+
+
+def _load_train_script():
+    import importlib.util
+
+    from mlbench.services.huggingface import training
+
+    spec = importlib.util.spec_from_file_location("mlbench_hf_train", training.SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # only the standard library at import
+    return module
+
+
+def test_training_script_parses_its_arguments_and_reads_an_imagefolder(tmp_path, split):
+    script = _load_train_script()
+    args = script.parse_args(["--dataset", "me/ds", "--revision", "abc", "--base-model", "m",
+                              "--model-repo", "me/model", "--epochs", "3",
+                              "--learning-rate", "0.0001", "--batch-size", "8"])
+    assert (args.dataset, args.epochs, args.learning_rate, args.batch_size) == ("me/ds", 3,
+                                                                                1e-4, 8)
+    for bad in (["--base-model", "m", "--model-repo", "x"],  # no data source
+                ["--dataset", "d", "--base-model", "m"],  # nowhere to push
+                ["--dataset", "d", "--base-model", "m", "--no-push", "--epochs", "0"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(bad)
+    root = tmp_path / "folder"
+    for path, ref in __import__("mlbench.services.huggingface.export",
+                                fromlist=["imagefolder"]).imagefolder(split):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(ref.path.read_bytes())
+    classes, splits = script.read_imagefolder(root)
+    assert classes == sorted(COLOURS) and len(splits["train"]) == 9
+    assert len(splits["validation"]) == 3
+    assert {classes[label] for _, label in splits["validation"]} == set(COLOURS)
+
+
+def test_training_script_fine_tunes_offline_and_saves_id2label(tmp_path, split):
+    """The script's training path on CPU, without the Hub: a tiny randomly initialised ViT (no
+    download) fine-tuned on the imagefolder, saved with its processor and id2label. Needs
+    transformers (the `hf-job-check` extra); the GPU run at Hugging Face cannot run here."""
+    pytest.importorskip("transformers")
+    from transformers import (
+        AutoModelForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessorPil,
+    )
+
+    script = _load_train_script()
+    base = tmp_path / "base"
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64)
+    ViTForImageClassification(config).save_pretrained(base)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(base)
+    root = tmp_path / "folder"
+    from mlbench.services.huggingface.export import imagefolder
+
+    for path, ref in imagefolder(split):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(ref.path.read_bytes())
+    out = tmp_path / "out"
+    assert script.main(["--data-dir", str(root), "--base-model", str(base), "--output-dir",
+                        str(out), "--no-push", "--epochs", "8", "--learning-rate", "0.003",
+                        "--batch-size", "4"]) == 0
+    report = json.loads((out / "mlbench_train.json").read_text())
+    assert report["classes"] == sorted(COLOURS) and report["validation_accuracy"] == 1.0
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "blue", 1: "green", 2: "red"}
+    assert (out / "preprocessor_config.json").is_file()
 
 
 # -- end to end: `dvc repro` with both cloud services of this slice against their fakes -----------
@@ -544,6 +1066,120 @@ def test_dvc_repro_benchmarks_nyckel_and_huggingface_against_fakes(tmp_path):
     written = "".join(p.read_text(errors="replace") for p in (proj / "results").rglob("*")
                       if p.is_file() and p.suffix in (".json", ".csv"))
     assert ny_secret not in written and hf_token not in written
+
+
+# -- end to end: `dvc repro` with the automatic path -----------------------------------------------
+def _stage_pids(proj: Path) -> list[int]:
+    """The `mlbench` processes working in `proj` (what a `dvc repro` there started)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            if (entry / "cwd").resolve() == proj.resolve() and any(
+                    part.endswith(b"/mlbench") for part in cmd):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _outlived(proj: Path, timeout: float = 30.0) -> list[int]:
+    """The stages of a killed `dvc repro` still alive after `timeout` s (none, as they end with
+    it: `runlock.guard_process`)."""
+    deadline = time.monotonic() + timeout
+    while (alive := _stage_pids(proj)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+@pytest.mark.slow
+def test_dvc_repro_trains_deploys_scores_and_pauses_on_the_hub_fake(tmp_path):
+    """The issue's acceptance run: `dvc repro` with services [local, huggingface] and no endpoint
+    given creates per ablation one dataset repo, one Job, one model repo and one endpoint,
+    scores the test set, and leaves the endpoints paused. `dvc repro` SIGKILLed while the Job
+    runs, then run again, re-attaches to it; a further `dvc repro` creates nothing."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import make_project
+
+    with HuggingFaceFake(token=TOKEN) as hf:
+        proj = make_project(tmp_path / "proj", params={
+            "datasets": ["digits"], "ablations": [5, 20], "ablation": "all",
+            "test_per_class": 3, "services": ["local", "huggingface"],
+            "local": {"features": "hog"},
+            "load": {"calls": 20, "concurrency": 5, "mode": "batch", "timeout": 30},
+            "huggingface": {"endpoints_api": hf.endpoints_api, "poll_seconds": 0.1,
+                            "warmup_timeout": 30, "upload_batch": 100},
+        })
+        env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hf.url,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+        def run() -> subprocess.CompletedProcess:
+            return subprocess.run(["dvc", "repro"], cwd=proj, env=env, capture_output=True,
+                                  text=True, timeout=600)
+
+        hf.state.hold_jobs = True  # the first Job runs until released
+        log = (tmp_path / "first.log").open("w")
+        first = subprocess.Popen(["dvc", "repro"], cwd=proj, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not any(j.stage == "RUNNING" for j in hf.state.jobs.values()):
+                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no Job started"
+                for job in list(hf.state.jobs.values()):
+                    hf.state.advance_job(job)
+                time.sleep(0.1)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            orphans = [" ".join(Path(f"/proc/{pid}/cmdline").read_text().split("\0")).strip()
+                       for pid in _outlived(proj)]
+            for pid in _stage_pids(proj):  # ours to end: the rest of the test needs them gone
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            log.close()
+        assert 1 <= hf.state.created["job"] <= 2  # one per ablation at most, still running
+        assert not any(j.stage in ("COMPLETED", "CANCELED") for j in hf.state.jobs.values())
+        hf.state.hold_jobs = False
+
+        second = run()
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert hf.state.created == {"dataset_repo": 2, "model_repo": 2, "job": 2,
+                                    "endpoint": 2}  # one each per ablation: re-attached
+        assert sorted(ep.state for ep in hf.state.managed.values()) == ["paused", "paused"]
+        for n in (5, 20):
+            model = ModelRef.load(proj / paths.model_json("huggingface", "digits", n))
+            assert model is not None and model.details["trained_by"] == "Hugging Face Job"
+            rows = (proj / paths.predictions_csv("huggingface", "digits", n)).read_text(
+            ).splitlines()
+            assert len(rows) == 1 + 30 and all(r.endswith(",") for r in rows[1:])  # no error
+            record = json.loads((proj / paths.deployment_file("huggingface", "digits", n))
+                                .read_text())
+            assert record["up"] is False and record["deployed_seconds"] > 0
+        received = hf.state.files_received
+
+        third = run()
+        assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+        assert "Running stage" not in third.stdout + third.stderr
+        assert hf.state.created == {"dataset_repo": 2, "model_repo": 2, "job": 2, "endpoint": 2}
+        assert hf.state.files_received == received
+        assert sorted(ep.state for ep in hf.state.managed.values()) == ["paused", "paused"]
+
+    import pandas as pd
+
+    assert not orphans, f"stages outlived the SIGKILLed dvc repro, polling the Job: {orphans}"
+    table = pd.read_csv(proj / "results" / "summary.csv").set_index(
+        ["service", "dataset", "ablation"])
+    for n in (5, 20):
+        row = table.loc[("huggingface", "digits", n)]
+        assert row["errors"] == 0 and row["train_seconds"] > 0
+    written = "".join(p.read_text(errors="replace") for p in (proj / "results").rglob("*")
+                      if p.is_file() and p.suffix in (".json", ".csv"))
+    assert TOKEN not in written
 
 
 # -- issue 14: secrets, unexpected answers, warm-up refusals ---------------------------------------

@@ -1,10 +1,11 @@
-"""Hugging Face: an image classifier trained in the AutoTrain UI, served by a dedicated Inference
-Endpoint.
+"""Hugging Face: an image classifier fine-tuned by a Hub Job, served by an Inference Endpoint.
 
-Training is the one manual part: `mlbench export` writes AutoTrain's zips, the user trains and
-deploys, then names the endpoint in params.yaml (`huggingface.endpoints.<dataset>.<ablation>`).
-Checking the endpoint, scoring the test set and the load test are automatic. Layout as every
-service: `settings.py` (the `huggingface:` block), `api.py` (the endpoint and Hub wire),
-`service.py` (the lifecycle), `cli.py` (`mlbench huggingface status`), `export.py` (the seed's
-files). See docs/services/huggingface.md.
+Automatic end to end through `huggingface_hub`: the ablation's images go to a private dataset
+repo, a Job on `huggingface.flavor` runs the pinned script `job/train.py` (a pretrained
+backbone, `huggingface.base_model`, fine-tuned) which pushes the model to a private model repo;
+`evaluate`/`load` create (or resume) an Inference Endpoint for it, and the pipeline's `teardown`
+stage pauses it. An endpoint made by hand can be named instead
+(`huggingface.endpoints.<dataset>.<ablation>`). Layout as every service, plus `hub.py` (repos,
+Jobs, endpoints), `names.py` (what each resource is called) and `training.py` (the Job's spec).
+See docs/services/huggingface.md.
 """

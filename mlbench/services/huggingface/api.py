@@ -1,5 +1,5 @@
-"""The Hugging Face wire: an Inference Endpoint's image classification, and a model's
-`config.json` from the Hub.
+"""The Hugging Face wire of a deployed endpoint: its image classification, its warm-up, and a
+hand-given model's `config.json` from the Hub (the control plane is in `hub.py`).
 
 An endpoint takes `POST <url>` with the image's bytes as they are on disk, their Content-Type
 and `Authorization: Bearer $HF_TOKEN`, and answers `[{"label", "score"}, ...]`; while a replica
@@ -48,8 +48,9 @@ def read_token() -> str:
     """HF_TOKEN, required before anything is sent (never printed nor written)."""
     token = os.environ.get(ENV_TOKEN, "").strip()
     if not token:
-        raise UserError(f"Hugging Face token missing: set {ENV_TOKEN} to a token that can call "
-                        "your Inference Endpoint (huggingface.co/settings/tokens)")
+        raise UserError(f"Hugging Face token missing: set {ENV_TOKEN} to a token with write "
+                        "access (repos, Jobs, Inference Endpoints; for a hand-given endpoint one "
+                        "that can call it): huggingface.co/settings/tokens")
     return token
 
 

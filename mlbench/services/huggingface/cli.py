@@ -1,12 +1,32 @@
-"""`mlbench huggingface status`: the endpoint of every recorded or hand-given model.
+"""`mlbench huggingface status|resume|pause|cancel`: see and stop what bills on Hugging Face.
 
-No deploy/teardown commands: endpoints are made and paused by hand in the Hugging Face UI
-until training and deployment are automated.
+An Inference Endpoint bills by the hour while it runs, called or not. `pause` applies
+`huggingface.teardown` (pause, scale to zero or delete) to every endpoint mlbench created (the
+pipeline's last stage does the same after each run); `resume` brings one back for another
+`evaluate`/`load`. A training Job bills per minute until it ends: `cancel` stops one (a killed
+`dvc repro` leaves it running on purpose, so that the rerun re-attaches). Endpoints given by
+hand are listed but never paused or resumed. No SDK import here.
 """
 
-from __future__ import annotations
+import typer
 
-from mlbench.services.commands import vendor_cli
+from mlbench.cli_util import one_line_errors
+from mlbench.services.commands import (
+    AblationOpt,
+    DatasetOpt,
+    parse_ablation,
+    recorded_runs,
+    vendor_cli,
+)
 
-cli = vendor_cli("huggingface", "Hugging Face Inference Endpoints: list the endpoint of every "
-                 "recorded or hand-given model (made and paused by hand in the HF UI).")
+cli = vendor_cli("huggingface", "Hugging Face: status of each training Job and Inference "
+                 "Endpoint; pause (stop paying, per huggingface.teardown) or resume them.",
+                 deploy="resume", teardown="pause")
+
+
+@cli.command("cancel")
+@one_line_errors
+def cancel(dataset: DatasetOpt = None, ablation: AblationOpt = None) -> None:
+    """Cancel the training Jobs still running (billed per minute until they end)."""
+    for svc, model in recorded_runs("huggingface", dataset, parse_ablation(ablation)):
+        typer.echo(f"{model.dataset} {model.ablation}: {svc.cancel(model)}")  # type: ignore[attr-defined]

@@ -1,5 +1,9 @@
 """Hugging Face's seed files: `file,label` CSVs per ablation and split, the test set, and the
-AutoTrain uploads (a zip per split with one folder per class, nothing else inside)."""
+AutoTrain uploads (a zip per split with one folder per class, nothing else inside).
+
+The service's dataset repo holds the same `<class>/<file>` entries under a split folder
+(`train/`, `validation/`: the `imagefolder` layout), built by `imagefolder` below from the same
+`class_path`, so the repo and the zips cannot disagree on what an ablation holds."""
 
 from __future__ import annotations
 
@@ -8,12 +12,26 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mlbench import paths
-from mlbench.core import ImageRef
+from mlbench.core import AblationSplit, ImageRef
 from mlbench.data.export import ExportTarget, pairs
 
 HEADER = ("file", "label")
 #: The seed's Hugging Face test file names its first column differently from its ablations.
 TEST_HEADER = ("image_url", "label")
+#: The ablation's parts and their split folder in the dataset repo (imagefolder's split names).
+IMAGEFOLDER_SPLITS = (("train", "train"), ("val", "validation"))
+
+
+def class_path(ref: ImageRef) -> str:
+    """`<class>/<file>`: an image's place in an AutoTrain zip and in a split folder."""
+    return f"{ref.class_name}/{ref.name}"
+
+
+def imagefolder(split: AblationSplit) -> list[tuple[str, ImageRef]]:
+    """(path in the dataset repo, image) of every train and val image of the ablation."""
+    parts = {"train": split.train, "val": split.val}
+    return [(f"{folder}/{class_path(ref)}", ref) for part, folder in IMAGEFOLDER_SPLITS
+            for ref in parts[part]]
 
 
 def autotrain_zip(ds: str, split: str, n: int) -> Path:
@@ -26,7 +44,7 @@ def write_autotrain_zip(path: Path, refs: Iterable[ImageRef]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for ref in refs:
-            zf.write(ref.path, f"{ref.class_name}/{ref.name}")
+            zf.write(ref.path, class_path(ref))
     tmp.replace(path)
 
 
