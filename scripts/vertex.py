@@ -1,7 +1,7 @@
 """Seed-compatible entry point for Google Vertex AI (thin wrapper over mlbench).
 
     python scripts/vertex.py <dataset> [<ablation>]              # upload images + import file
-    python scripts/vertex.py train    <dataset> <ablation>       # + training, endpoint
+    python scripts/vertex.py train    <dataset> <ablation>       # + training (no endpoint yet)
     python scripts/vertex.py invoke   <dataset> <ablation> [<project_id> <endpoint_id>]
     python scripts/vertex.py parallel <dataset> <ablation> [<project_id> <endpoint_id>]
     python scripts/vertex.py undeploy <dataset> <ablation>       # stop paying for the endpoint
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upload", help="upload the images, the import file, and import them")
     up.add_argument("dataset")
     up.add_argument("ablation", nargs="?", type=int)
-    for name, text in (("train", "upload, import, train and deploy one ablation"),
+    for name, text in (("train", "upload, import and train one ablation (invoke deploys it)"),
                        ("undeploy", "undeploy the model so the endpoint stops being billed")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("dataset")

@@ -79,7 +79,7 @@ def fake(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(autouse=True)
 def _in_tmp(request: pytest.FixtureRequest, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run folders (`results/runs/nyckel/...`) land in the test's own folder."""
+    """Run folders (`results/models/nyckel/...`) land in the test's own folder."""
     if "digits_copy" not in request.fixturenames:
         monkeypatch.chdir(tmp_path)
 
@@ -343,6 +343,26 @@ def test_bad_settings_name_their_key(tmp_path):
         service(tmp_path, functions={"digits": {5: "function_x"}})
 
 
+def test_concurrent_trainings_default_to_what_the_account_limit_lets_upload_at_once(tmp_path):
+    """Nyckel documents no limit on trainings in flight; their uploads share the account's 25
+    requests in flight, so the default is as many uploads as fit in them."""
+    assert service(tmp_path).settings.max_concurrent_trainings == 3  # 25 // 8
+    assert service(tmp_path, upload_concurrency=5).settings.max_concurrent_trainings == 5
+    assert service(tmp_path, max_concurrent_trainings=10).settings.max_concurrent_trainings == 10
+    with pytest.raises(UserError, match=r"nyckel\.max_concurrent_trainings"):
+        service(tmp_path, max_concurrent_trainings=0)
+
+
+def test_runs_of_one_account_share_its_rate_limit(fake, tmp_path, monkeypatch):
+    """`mlbench submit` uploads to several functions at once and `mlbench measure` scores them
+    side by side: Nyckel's 25 requests a second are the account's, so every run's calls go
+    through one limiter; another account has its own."""
+    first, second = service(tmp_path, 5), service(tmp_path, 20)
+    assert first.api.limiter is second.api.limiter
+    monkeypatch.setenv("NYCKEL_CLIENT_ID", "another-client")
+    assert service(tmp_path, 5).api.limiter is not first.api.limiter
+
+
 # -- train -----------------------------------------------------------------------------------------
 def test_train_waits_for_the_status_and_times_it(fake, tmp_path, split):
     fake.state.train_delay = 0.4
@@ -441,6 +461,19 @@ def test_a_slow_answer_times_out_and_is_retried(fake, tmp_path, split):
     fake.server.inject(Fault(200, count=1, delay=1.0, path_pattern="invoke"))
     pred = svc.predict(image_bytes(COLOURS["red"], 77))
     assert pred.label == "red" and pred.attempts == 2
+
+
+def test_nothing_is_billed_by_the_hour_so_teardown_stops_nothing(fake, tmp_path, split):
+    """A function answers invokes without being deployed: teardown (the pipeline's last stage)
+    has nothing to stop, records no deployment, and `mlbench status` lists nothing."""
+    (tmp_path / "params.yaml").write_text("services: [local, nyckel]\n")
+    svc, model = trained(tmp_path, split)
+    calls = len(fake.server.log)
+    assert svc.teardown(model) == "nothing billed"
+    assert len(fake.server.log) == calls  # not one call
+    assert not paths.deployment_file("nyckel", "digits", 5).exists()
+    result = mlbench("status")
+    assert result.exit_code == 0 and "nothing deployed" in result.output, result.output
 
 
 def test_a_non_image_is_a_call_error_not_a_crash(fake, tmp_path, split):

@@ -53,6 +53,29 @@ def moto_url():
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Every test in a folder of its own: deployment records (`results/deployments/`) land
+    there, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+def deployment(ablation: int = 4) -> dict:
+    """The run's deployment record (outside the DVC outputs), or {} when nothing was run."""
+    path = paths.deployment_file("rekognition", DS, ablation)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_until(fake, arn: str, status: str) -> None:
+    """Describe the version (through the backend) until it reaches `status`."""
+    version = fake.backend.version(arn)
+    for _ in range(10):
+        if version.state.status == status:
+            return
+        version.state.tick()
+    raise AssertionError(f"{arn} stayed {version.state.status}")
+
+
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """Dummy credentials and region; nothing else from the machine's AWS configuration."""
@@ -238,12 +261,18 @@ def test_train_connect_predict_end_to_end(tmp_path, moto_url, fake, split):
     assert model.ids["train_dataset_arn"] == project.datasets["TRAIN"].arn
     assert model.ids["test_dataset_arn"] == project.datasets["TEST"].arn
     assert model.train_seconds == pytest.approx(3725.0, abs=0.01)
+    # what AWS bills for the training: BillableTrainingTimeInSeconds, not the wall time
+    assert model.details["billable_training_hours"] == pytest.approx(3312 / 3600)
     assert model.started_at and model.finished_at
     assert version.output == {"S3Bucket": BUCKET, "S3KeyPrefix": f"mlbench/{DS}/4/output/"}
     assert json.dumps(model.to_json())  # serialisable as model.json
+    assert deployment() == {}  # trained: nothing runs, nothing billed by the hour
 
     svc.connect(model)
     assert version.state.status == "RUNNING" and version.min_units == 2
+    record = deployment()
+    assert record["up"] is True and record["resource"] == version.arn
+    assert record["units"] == 2 and record["since"]
     # accuracy is meaningful: the fake answers each test image with a scripted label
     truth = {}
     for i, cls in enumerate(CLASSES * 3):
@@ -251,6 +280,8 @@ def test_train_connect_predict_end_to_end(tmp_path, moto_url, fake, split):
         fake.backend.answers[hashlib.sha256(data).hexdigest()] = [(cls, 91.0)]
         truth[data] = cls
     assert all(svc.predict(data).label == cls for data, cls in truth.items())
+    assert svc.teardown(model) == f"STOPPING  {version.arn}" and version.stops == 1
+    assert deployment()["up"] is False and deployment()["deployed_seconds"] > 0
     svc.close()
 
 
@@ -346,8 +377,29 @@ def test_hand_given_model_is_adopted_without_upload_or_training(tmp_path, moto_u
     assert created == []
     assert given.ids["project_version_arn"] == arn and given.details["given_in_params"]
     assert given.train_seconds == pytest.approx(3725.0, abs=0.01)
-    svc.connect(given)
+    svc.connect(given)  # not running: mlbench starts it, so mlbench stops it
     assert fake.backend.version(arn).state.status == "RUNNING"
+    assert deployment()["up"] is True and deployment()["resource"] == arn
+    assert svc.teardown(given) == f"STOPPING  {arn}" and deployment()["up"] is False
+
+
+def test_a_hand_given_model_the_user_started_is_never_stopped(tmp_path, moto_url, fake, split):
+    """Scored as it runs; teardown (the stage, `mlbench rekognition stop`) leaves it running:
+    the user started it and pays for it knowingly."""
+    _, model = trained(tmp_path, moto_url, fake, split)
+    arn = model.ids["project_version_arn"]
+    fake.backend.start_project_version(arn, 1, None)  # started in the console
+    run_until(fake, arn, "RUNNING")
+    version = fake.backend.version(arn)
+    svc = make_service(tmp_path, settings(moto_url, fake, endpoints={DS: {4: arn}}),
+                       state="other")
+    given = svc.adopt(arn)
+    svc.connect(given)
+    assert version.starts == 1 and deployment() == {}  # mlbench started (and bills) nothing
+    assert svc.describe(given).endswith("(started by hand: mlbench leaves it running)")
+    assert svc.teardown(given) == (f"RUNNING  {arn}  (started by hand: left running; stop it in "
+                                   "the console)")
+    assert version.stops == 0 and version.state.status == "RUNNING"
 
 
 def test_control_plane_calls_go_through_the_retry_policy(tmp_path, moto_url, fake, split):
@@ -453,6 +505,15 @@ def cli(*args: str):
     return CliRunner().invoke(app, ["rekognition", *args])
 
 
+def mlbench_status() -> str:
+    """`mlbench status`: what the project knows is deployed (billed by the hour) now."""
+    from mlbench.cli import app
+
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_cli_status_stop_and_start(project_root, moto_url, fake, split):
     svc = open_service(parse_checked_params(project_params(settings(moto_url, fake))),
                        "rekognition", DS, 4)
@@ -464,10 +525,14 @@ def test_cli_status_stop_and_start(project_root, moto_url, fake, split):
 
     result = cli("status")
     assert result.exit_code == 0, result.output
-    assert f"{DS} 4: RUNNING  {version.arn}" in result.output
+    assert f"{DS} 4: RUNNING  {version.arn}  (billed per inference-unit hour since " \
+        in result.output
+    billed = mlbench_status()
+    assert "rekognition" in billed and "nothing deployed" not in billed
     result = cli("stop", DS, "4")
     assert result.exit_code == 0, result.output
     assert f"{DS} 4: STOPPING" in result.output and version.stops == 1
+    assert "nothing deployed" in mlbench_status() and deployment()["up"] is False
     for _ in range(3):  # the fake stops over a few Describe calls, as AWS does over minutes
         result = cli("status")
     assert f"{DS} 4: STOPPED" in result.output and version.state.status == "STOPPED"
@@ -665,8 +730,9 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
         tmp_path, moto_url, s3, fake):
     """Issue 7's "Done when", as a user runs it: `dvc repro` with services [local, rekognition]
     against moto + the fake uploads exactly the ablation, trains and starts one model, puts
-    Rekognition in the metrics and the plots; a rerun does (and uploads) nothing; `mlbench
-    rekognition stop` stops the model so the user stops paying."""
+    Rekognition in the metrics and the plots; a rerun does (and uploads) nothing. Issue 11: the
+    run's teardown stage stops the model (nothing billed is left, `mlbench status` says so), and
+    `mlbench rekognition start`/`stop` by hand afterwards leave the pipeline up to date."""
     import csv
     import subprocess
 
@@ -697,7 +763,14 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
 
     (project,) = fake.backend.projects.values()
     (version,) = project.versions.values()
-    assert version.state.status == "RUNNING" and version.starts == 1
+    # started once for evaluate and load, stopped once by the teardown stage
+    assert version.starts == 1 and version.stops == 1
+    assert version.state.status in ("STOPPING", "STOPPED")
+    record = json.loads((proj / "results" / "deployments" / "rekognition" / DS / "5.json")
+                        .read_text())
+    assert record["up"] is False and record["resource"] == version.arn
+    status = run("mlbench", "status")
+    assert status.returncode == 0 and "nothing deployed" in status.stdout, status.stdout
 
     with (proj / "data" / DS / "ablations.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["size"] == "5"]
@@ -751,15 +824,32 @@ def test_dvc_repro_benchmarks_local_and_rekognition_against_moto_and_the_fake(
         return {f"{stage}@{svc}-{DS}" for stage in ("train", "evaluate", "load")}
 
     code = proj / "mlbench" / "services"
-    assert stale_after(code / "rekognition" / "api.py", edit) == stages("rekognition")
-    assert stale_after(code / "local" / "head.py", edit) == stages("local")
-    assert stale_after(code / "vertex" / "service.py", edit) == set()
-    assert stale_after(proj / "params.yaml", rename_bucket) == {"check", f"export@{DS}"}
+    stale = {  # every edit first, then one assertion: a failure shows them all
+        "rekognition/api.py": stale_after(code / "rekognition" / "api.py", edit),
+        "local/head.py": stale_after(code / "local" / "head.py", edit),
+        "vertex/service.py": stale_after(code / "vertex" / "service.py", edit),
+        "buckets.aws": stale_after(proj / "params.yaml", rename_bucket)}
+    assert stale == {"rekognition/api.py": stages("rekognition"),
+                     "local/head.py": stages("local"), "vertex/service.py": set(),
+                     "buckets.aws": {"check", f"export@{DS}"}}, stale
 
+    # By hand afterwards: start bills (and `mlbench status` lists it), stop ends it, and neither
+    # makes the trained model look changed to DVC.
+    for _ in range(3):  # the fake stops over a few Describe calls, as AWS does over minutes
+        version.state.tick()
+    start = run("mlbench", "rekognition", "start", DS)
+    assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
+    assert version.state.status == "RUNNING" and version.starts == 2
+    billed = run("mlbench", "status")
+    assert billed.returncode == 0 and "rekognition" in billed.stdout, billed.stdout
+    assert "nothing deployed" not in billed.stdout
+    assert json.loads(run("dvc", "status", "--json").stdout) == {}
     stop = run("mlbench", "rekognition", "stop")
     assert stop.returncode == 0, stop.stdout[-3000:] + stop.stderr[-3000:]
-    assert version.state.status in ("STOPPING", "STOPPED") and version.stops == 1
-    (only,) = project.versions.values()  # still one model: stopping created nothing
+    assert version.state.status in ("STOPPING", "STOPPED") and version.stops == 2
+    assert "nothing deployed" in run("mlbench", "status").stdout
+    assert json.loads(run("dvc", "status", "--json").stdout) == {}
+    (only,) = project.versions.values()  # still one model: starting and stopping created none
     assert only is version
 
 
@@ -844,8 +934,11 @@ def test_finding11_a_key_allowed_only_detect_custom_labels_scores_the_test_set(
     with paths.predictions_csv("rekognition", DS, 5).open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 20 and not any(r["error"] for r in rows)
+    with paths.latency_csv("rekognition", DS, 5).open() as fh:
+        timed = list(csv.DictReader(fh))  # the single-stream pass: every test image once more
+    assert len(timed) == 20
     ops = fake.operations()[before:]
-    assert ops.count("DetectCustomLabels") == 20
+    assert ops.count("DetectCustomLabels") == len(rows) + len(timed)
     assert set(ops) - {"DetectCustomLabels"} <= {"DescribeProjects", "DescribeProjectVersions"}
     recorded = ModelRef.load(paths.model_json("rekognition", DS, 5))
     assert recorded is not None and recorded.ids["project_version_arn"] == arn

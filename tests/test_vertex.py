@@ -190,6 +190,25 @@ def train(fake: VertexFake, n: int = 5, **vertex: object) -> ModelRef:
     return model
 
 
+def deployed(fake: VertexFake, model: ModelRef, n: int = 5, **vertex: object) -> str:
+    """`connect` as `evaluate` does (it deploys the model); the endpoint it serves from."""
+    with service(fake, n, **vertex) as svc:
+        svc.connect(model)
+        return svc._predict_url.split("/v1/", 1)[1].removesuffix(":predict")
+
+
+def deployment(n: int = 5) -> dict:
+    """The run's deployment record (outside the DVC outputs)."""
+    return json.loads(paths.deployment_file("vertex", DS, n).read_text())
+
+
+def train_output(n: int = 5) -> dict[str, bytes]:
+    """Every file of the train stage's DVC output for the run, with its bytes."""
+    root = paths.model_dir("vertex", DS, n)
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
+            if f.is_file()}
+
+
 # -- labels and the import file -----------------------------------------------------------------
 def test_label_mapping_is_legal_injective_and_round_trips() -> None:
     names = [*COLOURS, "AM General Hummer SUV 2000", "american_bulldog", "9 lives", "Ünïcode"]
@@ -236,6 +255,9 @@ def test_import_file_rows_use_legal_labels_and_the_seed_folders() -> None:
 
 # -- upload ----------------------------------------------------------------------------------------
 NOTHING = {"datasets": 0, "imports": 0, "pipelines": 0, "endpoints": 0, "deployments": 0}
+#: What training creates: no endpoint, nothing billed by the hour.
+TRAINED = {**NOTHING, "datasets": 1, "imports": 1, "pipelines": 1}
+#: What training then serving (one deployment) creates.
 ONE_OF_EACH = {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1, "deployments": 1}
 
 
@@ -306,25 +328,49 @@ def test_a_crash_while_creating_the_dataset_resumes_its_recorded_operation(
 
 
 # -- train ---------------------------------------------------------------------------------------
-def test_train_creates_one_of_each_and_records_training_seconds_from_the_job(
+def test_train_stops_at_the_model_and_records_training_seconds_and_billed_hours(
         fake: VertexFake) -> None:
     model = train(fake)
-    assert fake.state.created == ONE_OF_EACH
+    assert fake.state.created == TRAINED  # no endpoint, no deployment: nothing billed hourly
     assert model.train_seconds == pytest.approx(7203.5)  # the fake's simulated job duration
     assert model.started_at and model.finished_at and model.started_at < model.finished_at
-    endpoint = next(iter(fake.state.endpoints.values()))
-    assert model.ids["endpoint"] == endpoint.name and len(endpoint.deployed) == 1
-    assert model.ids["project"] == PROJECT
+    # what Google billed for the training: the pipeline's costMilliNodeHours, not the budget
+    assert model.details["billable_training_hours"] == pytest.approx(7.346)
+    assert model.ids["project"] == PROJECT and model.ids["model"] in fake.state.models
+    assert "endpoint" not in model.ids
     body = json.loads(fake.calls("POST", "/trainingPipelines")[0].body)
     assert body["trainingTaskInputs"]["budgetMilliNodeHours"] == 8000
     assert body["trainingTaskInputs"]["modelType"] == "CLOUD"
     assert body["inputDataConfig"]["filterSplit"]["testFilter"].endswith("ml_use=test")
     state = json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
-    assert state["endpoint"] == endpoint.name and state["deployed_model_id"]
+    assert state["model"] == model.ids["model"] and "endpoint" not in state
+    assert not paths.deployment_file("vertex", DS, 5).exists()
 
     again = train(fake)  # a second train of the same inputs creates nothing
     assert again.ids == model.ids
+    assert fake.state.created == TRAINED
+
+
+def test_deploy_and_teardown_never_write_in_the_train_stages_output(fake: VertexFake) -> None:
+    """The deployment lives in its own record, outside `results/runs/.../models/<n>/`: a
+    deploy or teardown there would make DVC see the trained model changed, rerun train and
+    evaluate, and evaluate would deploy (and bill) again."""
+    model = train(fake)
+    before = train_output()
+    endpoint = deployed(fake, model)
     assert fake.state.created == ONE_OF_EACH
+    record = deployment()
+    assert record["up"] is True and record["resource"] == endpoint and record["since"]
+    assert record["model"] == model.ids["model"] and record["units"] == 1
+    assert len(fake.state.endpoints[endpoint].deployed) == 1
+    assert deployed(fake, model) == endpoint  # connected again: nothing deployed again
+    assert fake.state.created == ONE_OF_EACH
+    with service(fake) as svc:
+        assert svc.teardown(model) == f"{endpoint}: 1 model(s) undeployed (endpoint kept)"
+    assert fake.state.endpoints[endpoint].deployed == {}
+    record = deployment()
+    assert record["up"] is False and record["deployed_seconds"] > 0
+    assert train_output() == before  # not one byte of the train output changed
 
 
 def test_control_plane_is_the_generated_rest_client_asking_for_integer_enums(
@@ -352,7 +398,7 @@ def test_submit_returns_at_once_with_the_pipeline_recorded(fake: VertexFake) -> 
     assert state["pipeline"] == job.ids["pipeline"] and "endpoint" not in state
     with service(fake) as svc:  # another process follows the job to a model
         model = svc.wait(job)
-    assert model.ids["pipeline"] == job.ids["pipeline"] and fake.state.created == ONE_OF_EACH
+    assert model.ids["pipeline"] == job.ids["pipeline"] and fake.state.created == TRAINED
 
 
 def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) -> None:
@@ -368,14 +414,17 @@ def test_rerun_after_a_crash_continues_instead_of_duplicating(fake: VertexFake) 
         p.polls = 0
     with service(fake) as svc:  # resumes from the state file
         model = svc.train(split)
-    assert fake.state.created == ONE_OF_EACH
+    assert fake.state.created == TRAINED
+    endpoint = deployed(fake, model)
 
-    # Even with the state file lost, the run's labels find every resource again.
+    # Even with both records lost, the run's labels find every resource again.
     (paths.model_dir("vertex", DS, 5) / STATE_FILE).unlink()
+    paths.deployment_file("vertex", DS, 5).unlink()
     with service(fake) as svc:
         svc.upload(split)
         again = svc.train(split)
-    assert again.ids["endpoint"] == model.ids["endpoint"]
+    assert again.ids["model"] == model.ids["model"]
+    assert deployed(fake, again) == endpoint
     assert fake.state.created == ONE_OF_EACH
 
 
@@ -385,6 +434,7 @@ def test_management_calls_retry_on_429_and_5xx(fake: VertexFake) -> None:
     fake.server.inject(Fault(503, count=2, path_pattern="/operations/"))
     fake.server.inject(Fault(500, count=1, path_pattern="/endpoints/[0-9]+$"))
     model = train(fake)
+    deployed(fake, model)  # the endpoint's GET is where the 500 waits
     assert model.train_seconds == pytest.approx(7203.5)
     assert fake.state.created["pipelines"] == 1
     assert all(f.count == 0 for f in fake.server.faults)  # each was answered, then retried
@@ -406,23 +456,38 @@ def test_a_create_that_may_have_happened_is_not_blindly_repeated(fake: VertexFak
         return create(*args)
 
     fake.state.create_endpoint = fail_once  # type: ignore[method-assign]
-    with service(fake) as svc, pytest.raises(ServiceCallError, match="rerun to continue") as info:
+    with service(fake) as svc:
         svc.upload(split)
-        svc.train(split)
+        model = svc.train(split)
+    with service(fake) as svc, pytest.raises(ServiceCallError, match="rerun to continue") as info:
+        svc.connect(model)  # evaluate deploys: the endpoint's create fails
     assert info.value.status == 500 and len(calls) == 1
-    train(fake)
+    deployed(fake, model)
     assert fake.state.created == ONE_OF_EACH
 
 
 def test_a_new_budget_trains_a_new_model_on_the_same_dataset(fake: VertexFake) -> None:
     first = train(fake)
     second = train(fake, budget_milli_node_hours=9000)
-    assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 2, "endpoints": 2,
-                                  "deployments": 2}
+    assert fake.state.created == {**TRAINED, "pipelines": 2}
     assert second.ids["dataset"] == first.ids["dataset"]
-    assert second.ids["endpoint"] != first.ids["endpoint"]
+    assert second.ids["model"] != first.ids["model"]
     body = json.loads(fake.calls("POST", "/trainingPipelines")[-1].body)
     assert body["trainingTaskInputs"]["budgetMilliNodeHours"] == 9000
+
+
+def test_a_new_model_of_the_same_ablation_undeploys_the_superseded_one(fake: VertexFake) -> None:
+    """One deployment record per (dataset, ablation): deploying a retrained model first
+    undeploys the old one, so nothing is left billing that the record (and so `teardown` and
+    `mlbench status`) no longer knows of."""
+    first = train(fake)
+    old = deployed(fake, first)
+    second = train(fake, budget_milli_node_hours=9000)
+    new = deployed(fake, second, budget_milli_node_hours=9000)
+    assert new != old and fake.state.created["endpoints"] == 2
+    assert fake.state.endpoints[old].deployed == {}
+    assert [d.model for d in fake.state.endpoints[new].deployed.values()] == [second.ids["model"]]
+    assert deployment()["resource"] == new and deployment()["model"] == second.ids["model"]
 
 
 @pytest.mark.parametrize("code, message, error", [
@@ -450,18 +515,66 @@ def test_failed_training_is_a_clear_error_and_a_rerun_starts_anew(
 
 def test_existing_endpoint_from_params_is_used_as_is(fake: VertexFake) -> None:
     model = train(fake)
+    endpoint = deployed(fake, model)
     before = dict(fake.state.created)
-    endpoint_id = model.ids["endpoint_id"]
+    endpoint_id = endpoint.rsplit("/", 1)[1]
     with service(fake, endpoints={DS: {20: endpoint_id}}, n=20) as svc:
         assert svc.hand_given() == endpoint_id
         adopted = svc.adopt(svc.hand_given())
     assert fake.state.created == before
-    assert adopted.ids["endpoint"] == model.ids["endpoint"]
+    assert adopted.ids["endpoint"] == endpoint and adopted.ids["model"] == model.ids["model"]
     assert adopted.train_seconds == pytest.approx(7203.5)  # from the endpoint's pipeline
+    assert adopted.details["billable_training_hours"] == pytest.approx(7.346)
     assert adopted.details["source"] == f"vertex.endpoints.{DS}.20"
     with service(fake, endpoints={DS: {20: "12345"}}, n=20) as svc, \
             pytest.raises(UserError, match=f"vertex.endpoints.{DS}.20: no endpoint"):
         svc.adopt("12345")
+
+
+def finish(fake: VertexFake, op) -> None:  # noqa: ANN001 - the fake's Operation
+    while not fake.state.poll_operation(op.name).done:
+        pass
+
+
+def hand_deployed(fake: VertexFake, model: str) -> str:
+    """An endpoint made and deployed in the console (so without mlbench's run label)."""
+    op = fake.state.create_endpoint(f"projects/{PROJECT}/locations/us-central1",
+                                    {"displayName": "made-by-hand"})
+    finish(fake, op)
+    endpoint = op.name.split("/operations/")[0]
+    finish(fake, fake.state.deploy(endpoint, {"deployedModel": {
+        "model": model, "displayName": "by-hand", "automaticResources": {}}}))
+    return endpoint
+
+
+def test_a_model_deployed_by_hand_is_never_undeployed(fake: VertexFake) -> None:
+    """A hand-given endpoint serving a model the user deployed: scored as it is, and teardown
+    leaves that deployment alone (the user pays for it knowingly); a deployment mlbench made
+    there itself is mlbench's to undeploy."""
+    model = train(fake)
+    endpoint = hand_deployed(fake, model.ids["model"])
+    given = endpoint.rsplit("/", 1)[1]
+    before = dict(fake.state.created)
+    with service(fake, endpoints={DS: {5: given}}) as svc:
+        adopted = svc.adopt(given)
+        svc.connect(adopted)
+        assert fake.state.created == before  # served as it is: nothing deployed
+        assert svc.describe(adopted).endswith("deployed by hand (mlbench leaves them) (billed "
+                                              "per node hour)")
+        line = svc.teardown(adopted)
+    assert line.startswith(f"{endpoint}: 0 model(s) undeployed")
+    assert "1 deployed by hand left as they are" in line
+    assert len(fake.state.endpoints[endpoint].deployed) == 1
+    assert not paths.deployment_file("vertex", DS, 5).exists()  # mlbench deployed nothing
+
+    (dm_id,) = fake.state.endpoints[endpoint].deployed  # the user undeploys it...
+    finish(fake, fake.state.undeploy(endpoint, {"deployedModelId": dm_id}))
+    with service(fake, endpoints={DS: {5: given}}) as svc:
+        svc.connect(adopted)  # ...so evaluate deploys the model there: mlbench's deployment
+        assert deployment()["up"] is True and deployment()["resource"] == endpoint
+        assert svc.teardown(adopted) == f"{endpoint}: 1 model(s) undeployed (endpoint kept)"
+    assert fake.state.endpoints[endpoint].deployed == {}
+    assert deployment()["up"] is False
 
 
 # -- refusals: nothing is created ------------------------------------------------------------------
@@ -654,42 +767,42 @@ def cli(*args: str):  # noqa: ANN201 - typer's Result
     return CliRunner().invoke(app, ["vertex", *args])
 
 
-def state_file() -> dict:
-    return json.loads((paths.model_dir("vertex", DS, 5) / STATE_FILE).read_text())
-
-
 def test_status_undeploy_then_deploy_through_the_cli(fake: VertexFake) -> None:
     model = train(fake)
     paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))  # JSON is YAML
     result = cli("status")
     assert result.exit_code == 0, result.output
-    assert f"{DS} 5: endpoint {model.ids['endpoint']}: 1 model(s) deployed" in result.output
-
-    result = cli("undeploy", DS, "5")
-    assert result.exit_code == 0, result.output
-    endpoint = fake.state.endpoints[model.ids["endpoint"]]
-    assert endpoint.deployed == {} and "1 model(s) undeployed" in result.output
-    assert "deployed_model_id" not in state_file()
-    with service(fake) as svc, pytest.raises(UserError, match="vertex deploy"):
-        svc.connect(model)
-    assert "0 model(s) deployed, nothing billed" in cli("status", DS).output
+    assert f"{DS} 5: trained, not deployed: nothing billed" in result.output
 
     result = cli("deploy", DS, "5")
     assert result.exit_code == 0, result.output
-    assert len(endpoint.deployed) == 1 and fake.state.created["endpoints"] == 1
-    with service(fake) as svc:
+    assert fake.state.created == ONE_OF_EACH
+    first = deployment()["endpoint"]
+    endpoint = fake.state.endpoints[first]
+    assert f"{DS} 5: {model.ids['model']} is deployed on {first}" in result.output
+    result = cli("status")
+    assert f"{DS} 5: endpoint {first}: 1 model(s) deployed since " in result.output
+
+    result = cli("undeploy", DS, "5")
+    assert result.exit_code == 0, result.output
+    assert endpoint.deployed == {} and "1 model(s) undeployed" in result.output
+    assert deployment()["up"] is False and "deployed_model_id" not in deployment()
+    assert "0 model(s) deployed, nothing billed" in cli("status", DS).output
+
+    with service(fake) as svc:  # evaluate after a teardown deploys again, on the same endpoint
         svc.connect(model)
+    assert len(endpoint.deployed) == 1 and fake.state.created["endpoints"] == 1
 
     result = cli("undeploy", DS, "all")
     assert result.exit_code == 0, result.output
-    del fake.state.endpoints[model.ids["endpoint"]]  # the endpoint deleted in the console
+    del fake.state.endpoints[first]  # the endpoint deleted in the console
 
     saved = paths.model_json("vertex", DS, 5).read_text()
-    result = cli("deploy", DS, "5")  # a fresh endpoint, recorded in the state store
+    result = cli("deploy", DS, "5")  # a fresh endpoint, recorded in the deployment record
     assert result.exit_code == 0, result.output
     assert fake.state.created["endpoints"] == 2
-    fresh = state_file()["endpoint"]
-    assert fresh in fake.state.endpoints and fresh != model.ids["endpoint"]
+    fresh = deployment()["endpoint"]
+    assert fresh in fake.state.endpoints and fresh != first
     assert paths.model_json("vertex", DS, 5).read_text() == saved  # never rewritten
     image = next(paths.split_dir(DS, "test").rglob("*.png")).read_bytes()
     with service(fake) as svc:  # connect serves the model from where it now is
@@ -700,15 +813,16 @@ def test_status_undeploy_then_deploy_through_the_cli(fake: VertexFake) -> None:
 
 
 def test_commands_find_a_deployment_a_crash_left_without_model_json(fake: VertexFake) -> None:
-    """A run that died after deploying (model.json never written) still shows up in `status`
-    and is stopped by `undeploy`: the state store says what was made."""
+    """A deployment whose model.json is gone (a crash before it was written, or deleted) still
+    shows up in `status` and is stopped by `undeploy`: the records say what was made."""
     model = train(fake)
+    endpoint = deployed(fake, model)
     paths.model_json("vertex", DS, 5).unlink()
     paths.PARAMS_FILE.write_text(json.dumps(raw_params(fake)))
     result = cli("status")
     assert result.exit_code == 0 and "1 model(s) deployed" in result.output, result.output
     assert cli("undeploy").exit_code == 0
-    assert fake.state.endpoints[model.ids["endpoint"]].deployed == {}
+    assert fake.state.endpoints[endpoint].deployed == {}
 
 
 def test_cli_reports_a_user_error_in_one_line(fake: VertexFake) -> None:
@@ -767,11 +881,12 @@ def test_official_gapic_rest_clients_parse_the_fakes_answers(fake: VertexFake) -
     from google.protobuf import json_format, struct_pb2
 
     model = train(fake)
+    endpoint = deployed(fake, model)
     creds = Credentials(token=fake.state.issue_token())
     options = ClientOptions(api_endpoint=fake.url)
     endpoints = aiplatform_v1.EndpointServiceClient(transport="rest", credentials=creds,
                                                     client_options=options)
-    ep = endpoints.get_endpoint(name=model.ids["endpoint"])
+    ep = endpoints.get_endpoint(name=endpoint)
     assert ep.deployed_models[0].model == model.ids["model"]
     pipelines = aiplatform_v1.PipelineServiceClient(transport="rest", credentials=creds,
                                                     client_options=options)
@@ -791,7 +906,7 @@ def test_official_gapic_rest_clients_parse_the_fakes_answers(fake: VertexFake) -
                                    struct_pb2.Value())
     predictor = aiplatform_v1.PredictionServiceClient(transport="rest", credentials=creds,
                                                       client_options=options)
-    answer = predictor.predict(endpoint=model.ids["endpoint"], instances=[instance],
+    answer = predictor.predict(endpoint=endpoint, instances=[instance],
                                parameters=params)
     first = json_format.MessageToDict(answer._pb)["predictions"][0]
     assert len(first["displayNames"]) == 2 and first["confidences"][0] >= first["confidences"][1]
@@ -805,6 +920,7 @@ def test_seed_script_invokes_an_endpoint_given_on_the_command_line(fake: VertexF
     import importlib.util
 
     model = train(fake)
+    endpoint = deployed(fake, model)
     paths.model_json("vertex", DS, 5).unlink()  # as if trained in the console
     raw = raw_params(fake)
     del raw["vertex"]["project"]
@@ -815,7 +931,7 @@ def test_seed_script_invokes_an_endpoint_given_on_the_command_line(fake: VertexF
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
 
-    assert script.main(["invoke", DS, "5", PROJECT, model.ids["endpoint_id"]]) == 0
+    assert script.main(["invoke", DS, "5", PROJECT, endpoint.rsplit("/", 1)[1]]) == 0
     with paths.predictions_csv("vertex", DS, 5).open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 5 * len(COLOURS)
@@ -831,7 +947,9 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
     """Issue 6's acceptance run, as a new user would do it: `dvc repro` with services
     [local, vertex] uploads exactly the ablation and test images, creates one dataset, one
     training job and one endpoint, and puts Vertex in the metrics and the plots; a second
-    `dvc repro` runs no stage and uploads nothing."""
+    `dvc repro` runs no stage and uploads nothing. Issue 11: after the run nothing is left
+    deployed (the teardown stage), `mlbench status` says so, and deploying and undeploying by
+    hand afterwards leaves the pipeline up to date."""
     import csv
     import os
     import subprocess
@@ -850,11 +968,17 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
     def repro() -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(["dvc", "repro"], cwd=proj, env=env, capture_output=True,
-                             text=True, timeout=300)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        return run
+        return run("dvc", "repro")
+
+    def up_to_date() -> bool:
+        return json.loads(run("dvc", "status", "--json").stdout) == {}
 
     first_run = repro()
     assert "Running stage" in first_run.stdout
@@ -886,8 +1010,28 @@ def test_dvc_repro_benchmarks_local_and_vertex_against_the_emulator_and_fake(
     imported = gcs.bucket(BUCKET).blob(f"imports/{DS}_vertex_{n}.csv").download_as_text()
     assert imported == (data / "ablations" / f"{DS}_vertex_import_{n}.csv").read_text()
 
+    # evaluate and load deployed the model once; the teardown stage undeployed it
+    (endpoint,) = fake.state.endpoints.values()
+    assert fake.state.created["deployments"] == 1 and endpoint.deployed == {}
+    record = json.loads((proj / "results" / "deployments" / "vertex" / DS / f"{n}.json")
+                        .read_text())
+    assert record["up"] is False and record["deployed_seconds"] > 0
+    assert "nothing deployed" in run("mlbench", "status").stdout
+
     second_run = repro()
     assert "Running stage" not in second_run.stdout, second_run.stdout[-3000:]
     assert objects(gcs) == uploaded  # same objects, same generations: nothing uploaded again
     assert fake.state.created == {"datasets": 1, "imports": 1, "pipelines": 1, "endpoints": 1,
                                   "deployments": 1}
+
+    # By hand afterwards: deploy bills (and `mlbench status` lists it), undeploy stops it, and
+    # neither makes the trained model look changed to DVC.
+    assert f"is deployed on {endpoint.name}" in run("mlbench", "vertex", "deploy", DS).stdout
+    assert len(endpoint.deployed) == 1 and fake.state.created["deployments"] == 2
+    status = run("mlbench", "status").stdout
+    assert re.search(rf"vertex\s+│\s+{DS}\s+│\s+{n}\s+│\s+projects/", status), status
+    assert up_to_date()
+    assert "1 model(s) undeployed" in run("mlbench", "vertex", "undeploy").stdout
+    assert endpoint.deployed == {} and "nothing deployed" in run("mlbench", "status").stdout
+    assert up_to_date()
+    assert fake.state.created["endpoints"] == 1

@@ -50,6 +50,22 @@ def kind(fn: dict[str, Any]) -> tuple[str | None, str | None]:
     return fn.get("input"), fn.get("output")
 
 
+#: One limiter per (API, account, rate) in this process: Nyckel's limit is the account's, and
+#: `mlbench submit` / `mlbench measure` run several functions of one account at once, each
+#: through its own `NyckelApi`.
+_ACCOUNT_LIMITERS: dict[tuple[str, str, float], RateLimiter] = {}
+_ACCOUNT_LOCK = threading.Lock()
+
+
+def account_limiter(base_url: str, client_id: str, rps: float) -> RateLimiter:
+    """The rate limiter every call of this account shares, whichever run makes it."""
+    key = (base_url, client_id, rps)
+    with _ACCOUNT_LOCK:
+        if key not in _ACCOUNT_LIMITERS:
+            _ACCOUNT_LIMITERS[key] = RateLimiter(rps)
+        return _ACCOUNT_LIMITERS[key]
+
+
 class NyckelApi:
     """One account's view of the Nyckel API (thread-safe: one session per thread)."""
 
@@ -57,7 +73,8 @@ class NyckelApi:
                  retry: RetryPolicy | None = None):
         self.tokens = tokens
         self.base_url = base_url.rstrip("/")
-        self.limiter = RateLimiter(min(rps, NYCKEL_MAX_RPS))
+        self.limiter = account_limiter(self.base_url, tokens.client_id,
+                                       min(rps, NYCKEL_MAX_RPS))
         self.retry = retry or RetryPolicy()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []

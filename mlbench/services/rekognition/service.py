@@ -3,10 +3,18 @@
 upload   the ablation's images and Ground Truth manifests to S3 (layout and format: `export`),
          then a project with TRAIN/TEST datasets imported from them, waited to CREATE_COMPLETE;
 submit   a project version (= a training) on those datasets, returned at once;
-wait     until trained; training seconds from the version's own timestamps;
-connect  start the model (MinInferenceUnits) and wait until RUNNING: billed from then on;
+wait     until trained; training seconds from the version's own timestamps, the billed hours
+         from its BillableTrainingTimeInSeconds;
+connect  start the model (MinInferenceUnits) and wait until RUNNING: billed from then on, so
+         recorded in the run's deployment record (`Service.deployment`, outside every DVC
+         output: starting or stopping never makes the trained model look changed to DVC);
 predict  DetectCustomLabels with MinConfidence 0 (else labels under their trained threshold are
-         hidden): the top label, its confidence 0-100 scaled to 0-1.
+         hidden): the top label, its confidence 0-100 scaled to 0-1;
+teardown stop the model (`mlbench rekognition stop`, the pipeline's teardown stage).
+
+Who started what: a model mlbench trained is mlbench's to stop; a hand-given one
+(`rekognition.endpoints`) is stopped only when mlbench started it (the deployment record says
+so), never when the user had it running already.
 
 Every resource is "find, else create", by names chosen deterministically, so a rerun after a
 crash (even one that lost `<state_dir>/rekognition.json`) finds what the first run created
@@ -93,6 +101,21 @@ class RekognitionService(Service):
             raise UserError(f"params.yaml: buckets.aws: {bucket!r} is not a valid S3 bucket "
                             "name")
         return bucket
+
+    def _given(self, model: ModelRef) -> bool:
+        """A model made by hand (`rekognition.endpoints`), not trained by mlbench."""
+        arn = model.ids.get("project_version_arn")
+        return bool(model.details.get("given_in_params")) or (
+            arn is not None and arn == self.hand_given())
+
+    def _started_by_us(self, arn: str) -> bool:
+        return bool(self.deployment.get("up")) and self.deployment.get("resource") == arn
+
+    def _billed(self, arn: str) -> None:
+        """Record that `arn` runs (billed per inference-unit hour from now)."""
+        s = self.settings
+        self.deployment.up(arn, units=s.min_inference_units,
+                           max_inference_units=s.max_inference_units)
 
     def _wait(self, check: Callable[[], tuple[bool, str, Any]], what: str, timeout: float,
               hint: str) -> Any:
@@ -273,6 +296,7 @@ class RekognitionService(Service):
     def _model_ref(self, project_arn: str, version: dict[str, Any]) -> ModelRef:
         created, ended = version.get("CreationTimestamp"), version.get("TrainingEndTimestamp")
         evaluation = version.get("EvaluationResult") or {}
+        billable = version.get("BillableTrainingTimeInSeconds")
         return ModelRef(
             service=self.name, dataset=self.ctx.dataset, ablation=self.ctx.ablation,
             ids={"project_arn": project_arn, "project_version_arn": version["ProjectVersionArn"]},
@@ -280,7 +304,8 @@ class RekognitionService(Service):
             started_at=_iso(created), finished_at=_iso(ended),
             details={k: v for k, v in {
                 "status": version.get("Status"),
-                "billable_training_seconds": version.get("BillableTrainingTimeInSeconds"),
+                "billable_training_seconds": billable,
+                "billable_training_hours": None if billable is None else billable / 3600,
                 "f1_score": evaluation.get("F1Score"),
             }.items() if v is not None})
 
@@ -309,6 +334,7 @@ class RekognitionService(Service):
         only), the status check is skipped with one warning and the model is called as it is."""
         try:
             project_arn, arn = self._arns(model)
+            self._stop_superseded(arn)
             status = self.api.version(project_arn, arn)["Status"]
         except AccessDenied as denied:
             self._denied(denied, "calling it as it is (it must be RUNNING: start it in the "
@@ -328,6 +354,7 @@ class RekognitionService(Service):
                 units["MaxInferenceUnits"] = self.settings.max_inference_units
             try:
                 self.api.rek("start_project_version", ProjectVersionArn=arn, **units)
+                self._billed(arn)
                 err.print(f"rekognition: starting {arn} with {units['MinInferenceUnits']} "
                           "inference unit(s)")
             except AwsCallError as exc:
@@ -338,11 +365,26 @@ class RekognitionService(Service):
         version = self._wait_version(project_arn, arn, "STARTING", "starting the model",
                                      timeout, hint)
         if version["Status"] != "RUNNING":
+            if self._started_by_us(arn):
+                self.deployment.down()
             raise ServiceError(f"rekognition: model {arn} did not start ({version['Status']}: "
                                f"{version.get('StatusMessage', 'no message')}); rerun")
-        err.print(f"[yellow]rekognition: {arn} is RUNNING and billed per inference-unit hour "
-                  f"until `mlbench rekognition stop {model.dataset} {model.ablation}`[/yellow]")
+        if not self._given(model):  # mlbench's model runs: billed, whoever started it
+            self._billed(arn)
+        if self._started_by_us(arn):
+            err.print(f"[yellow]rekognition: {arn} is RUNNING and billed per inference-unit "
+                      f"hour until the teardown stage or `mlbench rekognition stop "
+                      f"{model.dataset} {model.ablation}`[/yellow]")
         self._arn = arn
+
+    def _stop_superseded(self, arn: str) -> None:
+        """A model this run's record says mlbench started, other than `arn` (the inputs
+        changed, a new model was trained): stopped first, so nothing is left billing that the
+        record (and so `teardown` and `mlbench status`) no longer knows of."""
+        old = self.deployment.get("resource")
+        if self.deployment.get("up") and old and old != arn:
+            err.print(f"rekognition: {old} is superseded by {arn}: stopping it")
+            self._stop(self.api.project_of(old), old)
 
     def predict(self, image: bytes) -> Prediction:
         """One DetectCustomLabels call (retried on throttling / 5xx; the attempts are counted)."""
@@ -358,17 +400,35 @@ class RekognitionService(Service):
 
     def describe(self, model: ModelRef) -> str:
         project_arn, arn = self._arns(model)
-        return f"{self.api.version(project_arn, arn)['Status']}  {arn}"
+        status = self.api.version(project_arn, arn)["Status"]
+        if status in ("STARTING", "RUNNING"):
+            if self._started_by_us(arn):
+                return f"{status}  {arn}  (billed per inference-unit hour since " \
+                       f"{self.deployment.get('since')})"
+            if self._given(model):
+                return f"{status}  {arn}  (started by hand: mlbench leaves it running)"
+        return f"{status}  {arn}"
 
     def deploy(self, model: ModelRef) -> str:
         self.connect(model)
         return f"RUNNING  {self._arn}"
 
     def teardown(self, model: ModelRef) -> str:
-        """Stop the model if it runs (or starts); the status it ends in or is heading to."""
+        """Stop the model if it runs (or starts) and mlbench may stop it (see the module's
+        docstring); the status it ends in or is heading to."""
         project_arn, arn = self._arns(model)
+        self._stop_superseded(arn)
+        if self._given(model) and not self._started_by_us(arn):
+            status = self.api.version(project_arn, arn)["Status"]
+            return f"{status}  {arn}" + ("  (started by hand: left running; stop it in the "
+                                         "console)" if status in ("STARTING", "RUNNING") else "")
+        return f"{self._stop(project_arn, arn)}  {arn}"
+
+    def _stop(self, project_arn: str, arn: str) -> str:
+        """Stop `arn` if it runs (waiting out a start first: a starting model cannot be
+        stopped); the status it ends in or is heading to. Its billing ends in the record."""
         status = self.api.version(project_arn, arn)["Status"]
-        if status == "STARTING":  # a model cannot be stopped while it starts
+        if status == "STARTING":
             status = self._wait_version(project_arn, arn, "STARTING", "waiting for the start "
                                         "to finish", self.settings.start_timeout_seconds,
                                         "rerun stop")["Status"]
@@ -380,7 +440,9 @@ class RekognitionService(Service):
                 if exc.code != "ResourceInUseException":
                     raise
                 status = self.api.version(project_arn, arn)["Status"]
-        return f"{status}  {arn}"
+        if self.deployment.get("resource") == arn:
+            self.deployment.down()
+        return status
 
     def close(self) -> None:
         if self._api is not None:

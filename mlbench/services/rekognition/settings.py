@@ -21,6 +21,12 @@ from mlbench.services.base import ServiceSettings
 VERSION_ARN_RE = re.compile(
     r"^arn:[a-z\d-]+:rekognition:([a-z\d-]+):(\d{12}):project/([a-zA-Z0-9_.\-]{1,255})"
     r"/version/([a-zA-Z0-9_.\-]{1,255})/[0-9]+$")
+#: Trainings in flight at once, by default. AWS counts them in the Service Quotas quota
+#: "Concurrent Custom Labels training jobs" (L-F1558568, per account and region, adjustable);
+#: 2 matches the smallest limit the Custom Labels guide has documented for the account (running
+#: models); read yours with `aws service-quotas get-service-quota --service-code rekognition
+#: --quota-code L-F1558568` and set `rekognition.max_concurrent_trainings`.
+MAX_CONCURRENT_TRAININGS = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Settings(ServiceSettings):
     upload_workers: int = 16
     max_attempts: int = 6
     backoff_seconds: float = 0.5
+    #: How many trainings the run keeps in flight at once (read by the scheduler).
+    max_concurrent_trainings: int = MAX_CONCURRENT_TRAININGS
 
     #: Where the model lives and what its project is called: another value trains anew
     #: (serving, waiting and retry settings do not).
@@ -74,4 +82,7 @@ class Settings(ServiceSettings):
             upload_workers=block.number("upload_workers", cls.upload_workers, 1, integer=True),
             max_attempts=block.number("max_attempts", cls.max_attempts, 1, integer=True),
             backoff_seconds=block.number("backoff_seconds", cls.backoff_seconds, 0),
+            max_concurrent_trainings=block.number("max_concurrent_trainings",
+                                                  cls.max_concurrent_trainings, 1, 1000,
+                                                  integer=True),
         )

@@ -1,17 +1,29 @@
-"""Google Vertex AI's lifecycle: bucket -> dataset + import -> AutoML pipeline -> endpoint.
+"""Google Vertex AI's lifecycle: bucket -> dataset + import -> AutoML pipeline -> model; the
+endpoint and its deployment only when the model is scored.
 
 - upload: the ablation's train/val images and the test images to `gs://<buckets.google>/`
   `training_uploads/`, `val_uploads/`, `test_uploads/` (MD5-checked: a rerun sends nothing), the
   import file built by `export.import_file` (the seed's train + val + test rows), then one image
   dataset and its import.
 - submit: one AutoML training pipeline (filter split on the file's `ml_use`), returned at once.
-- wait: until the pipeline ends, then one endpoint and one deployment.
+- wait: until the pipeline ends; the trained model (nothing deployed, nothing billed by the hour).
+- connect: the run's endpoint (recorded, else found by the run's label, else created) with the
+  model deployed on it; `teardown` undeploys what mlbench deployed (the empty endpoint is kept:
+  it costs nothing).
 
-Each resource name (or its long-running operation's) is recorded in `<state_dir>/vertex.json`
-the moment the create call returns, and each resource carries the run's fingerprint as a label,
-so a rerun after a crash (even one that lost the state file) picks up the same resources instead
-of paying for new ones. A step that failed on Vertex's side is forgotten, so a rerun tries it
-afresh. Training seconds come from the pipeline's own start and end times.
+What training creates is recorded in `<state_dir>/vertex.json` (inside the train stage's DVC
+output); what serving creates (endpoint, deployment, since when it is billed) in the run's
+deployment record (`Service.deployment`, outside every DVC output), so deploying or tearing
+down never makes the trained model look changed to DVC. Each resource name (or its long-running
+operation's) is recorded the moment the create call returns, and each resource carries the
+run's fingerprint as a label, so a rerun after a crash (even one that lost its record) picks up
+the same resources instead of paying for new ones. A step that failed on Vertex's side is
+forgotten, so a rerun tries it afresh. Training seconds come from the pipeline's own start and
+end times, the billed node hours from its `trainingTaskMetadata.costMilliNodeHours`.
+
+Who deployed what: mlbench undeploys every model of an endpoint it created (labelled with the
+run's fingerprint) and, on an endpoint made by hand (`vertex.endpoints`), only the deployment it
+made itself; a model the user deployed by hand is never undeployed.
 
 Predictions are `POST <api>/v1/<endpoint>:predict` on the shared HTTP path (sync and async).
 """
@@ -57,6 +69,8 @@ MIN_IMAGES_PER_LABEL = 10
 MAX_PREDICT_BYTES = 1_500_000
 #: What a recorded resource's loss voids: its import, or its deployment.
 _DEPENDENTS = {"dataset": ("imported", "import_op"), "endpoint": ("deploy_op", "deployed_model_id")}
+#: The label every resource mlbench creates carries (the run's fingerprint).
+RUN_LABEL = "mlbench_run"
 
 
 def check_minimum(split: AblationSplit, tests: Sequence[ImageRef]) -> None:
@@ -117,7 +131,7 @@ class RunNames:
 
     @property
     def filter(self) -> str:
-        return f'labels.mlbench_run="{self.key}"'
+        return f'labels.{RUN_LABEL}="{self.key}"'
 
     @property
     def data_filter(self) -> str:
@@ -175,7 +189,7 @@ class VertexService(HttpService):
     def names(self, key: str, data_key: str = "") -> RunNames:
         ds, n = self.ctx.dataset, self.ctx.ablation
         return RunNames(key, data_key, f"{self.settings.name_prefix}-{ds}-{n}-{key[:8]}",
-                        {"mlbench_run": key, "mlbench_data": data_key,
+                        {RUN_LABEL: key, "mlbench_data": data_key,
                          "mlbench_dataset": label_value(ds), "mlbench_ablation": str(n)})
 
     def plan(self, split: AblationSplit) -> tuple[list[ImageRef], str, RunNames]:
@@ -196,11 +210,6 @@ class VertexService(HttpService):
         self.check_access()
         st = self.state
         if st.get("run") != names.key:
-            if st.get("endpoint"):
-                warn(f"vertex: the inputs of {self.ctx.dataset}/{self.ctx.ablation} changed "
-                     f"since the last run; training a new model. The old endpoint "
-                     f"{st.get('endpoint')} keeps billing while a model is deployed on it "
-                     "(undeploy it in the console)")
             st.reset(run=names.key, data=names.data_key)
         return st
 
@@ -318,14 +327,13 @@ class VertexService(HttpService):
             "dataset": dataset, "labels": invert(vertex_label_map(split.classes))})
 
     def wait(self, job: Job) -> ModelRef:
-        """Until the pipeline succeeded, then the model deployed on the run's endpoint."""
+        """Until the pipeline succeeded: the trained model (deployed later, by `connect`)."""
         names = self.names(job.ids["run"], job.ids["data"])
         st = self.begin(names)
         pipeline = self._trained(job.ids["pipeline"])
         model = model_of(pipeline)
         st.update(model=model)
-        endpoint = self._deployed(st, names, model)
-        ref = self._model_ref(pipeline, endpoint, model, job.ids["labels"], job.ids["dataset"])
+        ref = self._model_ref(pipeline, model, job.ids["labels"], job.ids["dataset"])
         ref.details["run"] = names.key
         return ref
 
@@ -350,40 +358,21 @@ class VertexService(HttpService):
                                "look at it in the Cloud console")
         return p
 
-    def _deployed(self, st: StateStore, names: RunNames, model: str) -> str:
-        """The run's endpoint with `model` deployed on it (deployed once)."""
-        s = self.settings
-        endpoint = self._created(st, "endpoint", names,
-                                 lambda: self.api.create_endpoint(names.display, names.labels),
-                                 s.deploy_timeout, names.filter)
-        deployed = self._deployed_id(endpoint, model)
-        if deployed is None:
-            op = st.get("deploy_op")
-            if not op:
-                op = self.api.deploy(endpoint, model, names.display,
-                                     (s.min_replicas, s.max_replicas))
-                st.update(deploy_op=op)
-                note(f"deploying {model} to {endpoint} (billed per node hour until undeployed)")
-            self._wait_op(op, "deploy model", s.deploy_timeout, lambda: st.update(deploy_op=None))
-            deployed = self._deployed_id(endpoint, model)
-        st.update(deployed_model_id=deployed, deploy_op=None)
-        return endpoint
-
-    def _deployed_id(self, endpoint: str, model: str) -> str | None:
-        return next((i for i, m in deployed_models(self.api.get(endpoint)).items()
-                     if m == model), None)
-
-    def _model_ref(self, pipeline: Any, endpoint: str, model: str, labels: Mapping[str, str],
-                   dataset: str) -> ModelRef:
-        s, endpoint_id = self.settings, endpoint.rsplit("/", 1)[1]
+    def _model_ref(self, pipeline: Any, model: str, labels: Mapping[str, str], dataset: str,
+                   endpoint: str = "") -> ModelRef:
+        """The model.json of a trained model; `endpoint` only for a hand-given one (a trained
+        model's endpoint is the deployment record's business)."""
+        s, model_id = self.settings, model.rsplit("/", 1)[-1]
         ref = ModelRef(
             service=self.name, dataset=self.ctx.dataset, ablation=self.ctx.ablation,
-            ids={"project": self.project, "region": s.region, "endpoint": endpoint,
-                 "endpoint_id": endpoint_id, "model": model, "pipeline": "", "dataset": dataset},
+            ids={"project": self.project, "region": s.region, "model": model, "pipeline": "",
+                 "dataset": dataset},
             details={"labels": dict(labels), "model_type": s.model_type,
                      "budget_milli_node_hours": s.budget_milli_node_hours,
                      "console": f"https://console.cloud.google.com/vertex-ai/locations/"
-                                f"{s.region}/endpoints/{endpoint_id}?project={self.project}"})
+                                f"{s.region}/models/{model_id}?project={self.project}"})
+        if endpoint:
+            ref.ids.update(endpoint=endpoint, endpoint_id=endpoint.rsplit("/", 1)[1])
         if pipeline is not None:
             started, finished = pipeline.start_time or pipeline.create_time, pipeline.end_time
             ref.ids["pipeline"] = pipeline.name
@@ -391,13 +380,16 @@ class VertexService(HttpService):
             ref.finished_at = finished.isoformat() if finished else None
             if started and finished:
                 ref.train_seconds = (finished - started).total_seconds()
-            ref.details["cost_milli_node_hours"] = dict(
-                pipeline.training_task_metadata or {}).get("costMilliNodeHours")
+            cost = billed_milli_node_hours(pipeline)
+            if cost is not None:
+                ref.details["cost_milli_node_hours"] = cost
+                ref.details["billable_training_hours"] = cost / 1000
         return ref
 
     def adopt(self, given: str) -> ModelRef:
         """An endpoint made elsewhere (`vertex.endpoints.<ds>.<n>`); training time from the
-        pipeline of its model, when it has one."""
+        pipeline of its model, when it has one. Its deployments are the user's: never undeployed
+        by mlbench."""
         self.check_access()
         endpoint = self.settings.endpoint_name(given, self.project)
         ep = self.api.get(endpoint)
@@ -413,52 +405,132 @@ class VertexService(HttpService):
         pipeline = self.api.get(trained.training_pipeline) \
             if trained is not None and trained.training_pipeline else None
         note(f"using endpoint {endpoint} ({self.where()})")
-        ref = self._model_ref(pipeline, endpoint, model,
-                              invert(vertex_label_map(read_classes(self.ctx.dataset))), "")
+        ref = self._model_ref(pipeline, model,
+                              invert(vertex_label_map(read_classes(self.ctx.dataset))), "",
+                              endpoint)
         ref.details["source"] = self.where()
         return ref
 
     def recorded(self) -> ModelRef | None:
-        """model.json; else what the state store holds (a crash after the endpoint was made);
-        else the hand-given endpoint."""
+        """model.json; else the model a crash left in the state store (trained, model.json not
+        yet written) or in the deployment record; else the hand-given endpoint."""
         model = super().recorded()
         if model is not None:
             return model
-        st, given = self.state, self.hand_given()
-        if st.get("endpoint"):
-            return ModelRef(self.name, self.ctx.dataset, self.ctx.ablation, ids={
-                "endpoint": st.get("endpoint"), "model": st.get("model", ""),
-                "pipeline": st.get("pipeline", ""), "dataset": st.get("dataset", "")},
-                details={"run": st.get("run"), "source": str(st.path)})
+        for record in (self.state, self.deployment):
+            if record.get("model"):
+                return ModelRef(self.name, self.ctx.dataset, self.ctx.ablation, ids={
+                    "model": record.get("model"), "pipeline": record.get("pipeline", ""),
+                    "dataset": record.get("dataset", "")},
+                    details={"run": record.get("run"), "source": str(record.path)})
+        given = self.hand_given()
         if given:
             return ModelRef(self.name, self.ctx.dataset, self.ctx.ablation, ids={
                 "endpoint": self.settings.endpoint_name(given, self.project)},
                 details={"source": self.where()})
         return None
 
-    # -- serving ---------------------------------------------------------------------------------
-    def endpoint_of(self, model: ModelRef) -> str:
-        """Where `model` is served: the state store's endpoint once `deploy` had to make a new
-        one for it (model.json is never rewritten), else model.json's."""
+    # -- serving: the endpoint and its deployment (recorded outside the DVC outputs) --------------
+    def _run_names(self, model: ModelRef) -> RunNames:
+        """The names and labels of the run that trained `model` (a model without a recorded
+        run, made elsewhere, gets one from its name)."""
+        run = str(model.details.get("run") or _digest([model.ids.get("model", "")]))
         st = self.state
-        if model.ids.get("model") and st.get("model") == model.ids["model"] \
-                and st.get("endpoint"):
-            return st.get("endpoint")
-        return model.ids.get("endpoint") or ""
+        return self.names(run, str(st.get("data") or "") if st.get("run") == run else "")
+
+    def _endpoint_of(self, model: ModelRef, create: bool) -> str:
+        """Where `model` is served: the hand-given endpoint; else the deployment record's (the
+        run's, or one still billing for an earlier model); else the run's endpoint found by its
+        label; else, with `create`, a new one (its operation recorded before the wait)."""
+        if model.ids.get("endpoint"):
+            return str(model.ids["endpoint"])
+        dep, names = self.deployment, self._run_names(model)
+        if not create:
+            if dep.get("endpoint") and (dep.get("up") or dep.get("run") == names.key):
+                return str(dep.get("endpoint"))
+            found = self._earliest("endpoints", names.filter)
+            return found.name if found is not None else ""
+        if dep.get("run") != names.key:  # the record's endpoint is an earlier model's
+            dep.update(run=names.key, endpoint=None, endpoint_op=None)
+        return self._created(dep, "endpoint", names,
+                             lambda: self.api.create_endpoint(names.display, names.labels),
+                             self.settings.deploy_timeout, names.filter)
+
+    def _serving(self, model: ModelRef) -> tuple[str, Any]:
+        """Where `model` is served (without creating anything), and that endpoint now (None
+        when there is none)."""
+        self.check_access()
+        endpoint = self._endpoint_of(model, create=False)
+        return endpoint, self.api.get(endpoint) if endpoint else None
+
+    def _deployed(self, model: ModelRef) -> str:
+        """`model` deployed on its endpoint (deployed once, billed from then on); the endpoint.
+
+        A deployment this record holds of another model (the inputs changed and a new model was
+        trained) is undeployed first: the slot serves one model, and nothing is left billing
+        unrecorded."""
+        s, dep, name = self.settings, self.deployment, model.ids.get("model")
+        self.check_access()
+        if dep.get("up") and dep.get("model") and dep.get("model") != name:
+            note(f"{dep.get('model')} is superseded by {name or 'a model made by hand'}: "
+                 "undeploying it")
+            self._undeploy_ours(dep.get("endpoint"), self.api.get(dep.get("endpoint")))
+        endpoint = self._endpoint_of(model, create=True)
+        if model.ids.get("endpoint") and self.api.get(endpoint) is None:
+            where = model.details.get("source") or self.where()
+            raise UserError(f"vertex: endpoint {endpoint} ({where}) no longer exists; give "
+                            "another in params.yaml")
+        if not name:  # a hand-given endpoint whose model is unknown: served as it is
+            if not deployed_models(self.api.get(endpoint)):
+                raise UserError(f"vertex: endpoint {endpoint} ({self.where()}) has no deployed "
+                                "model; deploy one in the console")
+            return endpoint
+        if self._deployed_id(endpoint, name) is None:
+            op = dep.get("deploy_op")
+            if not op:
+                names = self._run_names(model)
+                op = self.api.deploy(endpoint, name, names.display,
+                                     (s.min_replicas, s.max_replicas))
+                dep.update(deploy_op=op, model=name, run=names.key, endpoint=endpoint)
+                dep.up(endpoint, units=s.min_replicas, max_nodes=s.max_replicas)
+                note(f"deploying {name} to {endpoint} (billed per node hour until `mlbench "
+                     f"vertex undeploy {self.ctx.dataset} {self.ctx.ablation}` or the "
+                     "pipeline's teardown stage)")
+            self._wait_op(op, "deploy model", s.deploy_timeout,
+                          lambda: (dep.update(deploy_op=None), dep.down()))
+            dep.update(deployed_model_id=self._deployed_id(endpoint, name), deploy_op=None)
+        return endpoint
+
+    def _deployed_id(self, endpoint: str, model: str) -> str | None:
+        return next((i for i, m in deployed_models(self.api.get(endpoint)).items()
+                     if m == model), None)
+
+    def _undeploy_ours(self, endpoint: str, ep: Any) -> tuple[int, int]:
+        """Undeploy what mlbench deployed on `endpoint`: every model of an endpoint it created,
+        only its own deployment on one made by hand. (undeployed, left deployed by hand)."""
+        dep = self.deployment
+        if dep.get("deploy_op") and dep.get("endpoint") == endpoint:  # a deployment under way
+            self._wait_op(dep.get("deploy_op"), "deploy model (before undeploying it)",
+                          self.settings.deploy_timeout, lambda: dep.update(deploy_op=None))
+            dep.update(deploy_op=None, deployed_model_id=self._deployed_id(
+                endpoint, dep.get("model", "")))
+            ep = self.api.get(endpoint)
+        deployed = deployed_models(ep)
+        ours = set(deployed) if is_ours(ep) else {dep.get("deployed_model_id")} & set(deployed)
+        for dm_id in sorted(ours):
+            self._wait_op(self.api.undeploy(endpoint, dm_id), f"undeploy {dm_id}",
+                          self.settings.deploy_timeout)
+        if dep.get("endpoint") == endpoint:
+            dep.update(deployed_model_id=None, deploy_op=None)
+            dep.down()
+        return len(ours), len(deployed) - len(ours)
 
     def connect(self, model: ModelRef) -> None:
-        endpoint, ep = self._serving(model)
-        ds, n = self.ctx.dataset, self.ctx.ablation
-        if not endpoint:
-            raise UserError(f"{self.ctx.state_dir / 'model.json'}: no Vertex endpoint recorded; "
-                            f"run `mlbench train vertex {ds}`")
-        if ep is None or not ep.deployed_models:
-            why = "no longer exists" if ep is None else "has no deployed model (undeployed?)"
-            raise UserError(f"vertex: endpoint {endpoint} {why}; run `mlbench vertex deploy "
-                            f"{ds} {n}`")
+        """Deploy the model unless it is deployed (billed from then on), then serve from it."""
+        endpoint = self._deployed(model)
         back = model.details.get("labels")
         if not isinstance(back, dict) or not back:
-            back = invert(vertex_label_map(read_classes(ds)))
+            back = invert(vertex_label_map(read_classes(self.ctx.dataset)))
         self._back = {str(k): str(v) for k, v in back.items()}
         self._predict_url = f"{self.settings.base_url}/v1/{endpoint}:predict"
         self._params = {"confidenceThreshold": self.settings.confidence_threshold,
@@ -496,48 +568,58 @@ class VertexService(HttpService):
             self._api.close()
             self._api = None
 
-    # -- vendor commands -------------------------------------------------------------------------
-    def _serving(self, model: ModelRef) -> tuple[str, Any]:
-        """Where `model` is served, and that endpoint now (None when there is none)."""
-        endpoint = self.endpoint_of(model)
-        self.check_access()
-        return endpoint, self.api.get(endpoint) if endpoint else None
-
+    # -- vendor commands and the teardown stage ----------------------------------------------------
     def describe(self, model: ModelRef) -> str:
         endpoint, ep = self._serving(model)
+        if not endpoint:
+            return "trained, not deployed: nothing billed"
         if ep is None:
-            return f"endpoint {endpoint or '-'} is gone: nothing billed"
-        count = len(ep.deployed_models)
-        return f"endpoint {endpoint}: {count} model(s) deployed" + (
-            " (billed per node hour)" if count else ", nothing billed")
+            return f"endpoint {endpoint} is gone: nothing billed"
+        count, dep = len(ep.deployed_models), self.deployment
+        if not count:
+            return f"endpoint {endpoint}: 0 model(s) deployed, nothing billed"
+        who = f" since {dep.get('since')}" if dep.get("up") and dep.get("endpoint") == endpoint \
+            else "" if is_ours(ep) else " by hand (mlbench leaves them)"
+        return f"endpoint {endpoint}: {count} model(s) deployed{who} (billed per node hour)"
 
     def teardown(self, model: ModelRef) -> str:
-        """Undeploy every model of the endpoint (the endpoint itself costs nothing; kept)."""
+        """Undeploy what mlbench deployed for the model (the endpoint itself costs nothing: kept);
+        a model deployed by hand on a hand-given endpoint stays."""
         endpoint, ep = self._serving(model)
+        if not endpoint:
+            self.deployment.down()
+            return "not deployed: nothing billed"
         if ep is None:
-            return f"endpoint {endpoint or '-'} does not exist any more: nothing billed"
-        deployed = deployed_models(ep)
-        for dm_id in deployed:
-            self._wait_op(self.api.undeploy(endpoint, dm_id), f"undeploy {dm_id}",
-                          self.settings.deploy_timeout)
-        if self.state.get("endpoint") == endpoint:
-            self.state.update(deployed_model_id=None, deploy_op=None)
-        return f"{endpoint}: {len(deployed)} model(s) undeployed (endpoint kept)"
+            self.deployment.down()
+            return f"endpoint {endpoint} does not exist any more: nothing billed"
+        undeployed, left = self._undeploy_ours(endpoint, ep)
+        line = f"{endpoint}: {undeployed} model(s) undeployed (endpoint kept)"
+        return line + (f"; {left} deployed by hand left as they are (still billed: undeploy "
+                       "them in the console)" if left else "")
 
     def deploy(self, model: ModelRef) -> str:
-        """Deploy the trained model again, on its endpoint, or on a new one recorded in the
-        state store when that was deleted."""
-        name = model.ids.get("model")
-        if not name:
+        """Deploy the trained model again (on the run's endpoint, or a new one when that was
+        deleted); a hand-given endpoint is checked to serve."""
+        if not model.ids.get("model") and not model.ids.get("endpoint"):
             raise UserError(f"vertex: no trained model recorded for {self.ctx.dataset}/"
                             f"{self.ctx.ablation}; run `mlbench train vertex {self.ctx.dataset}`")
-        self.check_access()
-        st = self.state
-        if st.get("model") != name:  # a model this record does not describe (hand-given, lost)
-            st.reset(run=model.details.get("run") or _digest([name]), model=name,
-                     endpoint=model.ids.get("endpoint"))
-        names = self.names(st.get("run") or _digest([name]), st.get("data", ""))
-        return f"{name} is deployed on {self._deployed(st, names, name)}"
+        endpoint = self._deployed(model)
+        return f"{model.ids.get('model') or 'the model'} is deployed on {endpoint}"
+
+
+def is_ours(endpoint: Any) -> bool:
+    """An endpoint mlbench created (it carries a run's fingerprint label)."""
+    return endpoint is not None and RUN_LABEL in dict(endpoint.labels)
+
+
+def billed_milli_node_hours(pipeline: Any) -> float | None:
+    """`trainingTaskMetadata.costMilliNodeHours` of a finished pipeline (what Google bills for
+    the training; a number or, as int64 in JSON, a string), or None when it does not say."""
+    value = dict(pipeline.training_task_metadata or {}).get("costMilliNodeHours")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 SERVICE = VertexService

@@ -27,6 +27,10 @@ _REGION = re.compile(r"[a-z]+(-[a-z0-9]+)+")
 _ENDPOINT_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/endpoints/[0-9]+")
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _SECONDS = 30 * 86400
+#: AutoML image trainings in flight at once, by default: the documented "concurrent model
+#: training requests" quota of AutoML Vision (5 per project), the product Vertex AI AutoML image
+#: classification took over; see docs/services/vertex.md.
+MAX_CONCURRENT_TRAININGS = 5
 
 
 def is_endpoint(value: str) -> bool:
@@ -55,6 +59,8 @@ class Settings(ServiceSettings):
     min_replicas: int = 1
     max_replicas: int = 1
     name_prefix: str = "mlbench"
+    #: How many trainings the run keeps in flight at once (read by the scheduler).
+    max_concurrent_trainings: int = MAX_CONCURRENT_TRAININGS
 
     #: Where the model lives and how it is trained; not how it is served or waited on.
     MODEL_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -105,6 +111,8 @@ class Settings(ServiceSettings):
             max_replicas=number("max_replicas", max(cls.max_replicas, min_replicas),
                                 min_replicas, 100, integer=True),
             name_prefix=prefix,
+            max_concurrent_trainings=number("max_concurrent_trainings",
+                                            cls.max_concurrent_trainings, 1, 1000, integer=True),
         )
 
     # -- derived ---------------------------------------------------------------------------------
