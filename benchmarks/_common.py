@@ -187,6 +187,21 @@ def chdir(path: Path) -> Iterator[Path]:
         os.chdir(before)
 
 
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded (recorded beside each round)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def git_tree(ref: str, dest: Path) -> Path:
+    """The files of git `ref` (e.g. `HEAD`: the code before uncommitted changes) in `dest`, to
+    run the code before a change beside the code after it, in the same benchmark run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def bench_tmp(name: str) -> Path:
     """A stable folder under the system temp dir for re-creatable benchmark inputs."""
     path = Path(tempfile.gettempdir()) / f"mlbench-bench-{name}"

@@ -194,7 +194,8 @@ def test_finding3_evaluate_stops_without_error_rows_and_a_rerun_finishes(digits_
     from mlbench.services.local.service import LocalService
     from tests.test_evaluate import _use_hog
 
-    _use_hog(digits_copy, test_per_class=3)
+    # one call at a time (the seed's way), so the calls the server dies at are exact
+    _use_hog(digits_copy, test_per_class=3, evaluate={"concurrency": 1})
     write_test_table("digits", 3, 0)
     run_training(load_params(), "local", "digits")
     original, calls = LocalService.predict, []
@@ -213,6 +214,49 @@ def test_finding3_evaluate_stops_without_error_rows_and_a_rerun_finishes(digits_
     # calls 1-7 scored, call 8 found the server dead (restarted: the image called again as
     # call 9), 9-15 scored, 16 found it dead again: stop. Nothing stored for either death.
     assert len(table) == 14 and (table["error"] == "").all()
+    monkeypatch.setattr(LocalService, "predict", original)
+    run_evaluation(load_params(), "local", "digits")
+    final = pd.read_csv(out, keep_default_na=False)
+    assert len(final) == 30 and final["image"].is_unique and (final["error"] == "").all()
+
+
+def test_issue11_calls_in_flight_restart_a_dead_server_once(digits_copy, monkeypatch):
+    """`evaluate` scores 8 calls at a time: every call in flight finds the killed server
+    dead, yet it is restarted once and each of them is called again; a second death stops the
+    run in one line, without an error row, and a rerun scores the rest exactly once."""
+    import threading
+
+    import pandas as pd
+
+    from mlbench.bench.evaluate import run_evaluation
+    from mlbench.bench.train import run_training
+    from mlbench.data.export import write_test_table
+    from mlbench.errors import ServiceError
+    from mlbench.params import load_params
+    from mlbench.services.local.service import LocalService
+    from tests.test_evaluate import _use_hog
+
+    _use_hog(digits_copy, test_per_class=3, evaluate={"concurrency": 8})
+    write_test_table("digits", 3, 0)
+    run_training(load_params(), "local", "digits")
+    original, lock, calls, servers = LocalService.predict, threading.Lock(), [], []
+
+    def killing(self, image):
+        with lock:
+            calls.append(1)
+            if len(calls) in (10, 24):  # the server dies, then its restarted successor
+                servers.append(self._server.proc.pid)
+                os.kill(self._server.proc.pid, signal.SIGKILL)
+        return original(self, image)
+
+    monkeypatch.setattr(LocalService, "predict", killing)
+    with pytest.raises(ServiceError, match="after 1 restart") as caught:
+        run_evaluation(load_params(), "local", "digits")
+    assert not isinstance(caught.value, ServiceCallError) and "\n" not in str(caught.value)
+    assert len(servers) == 2 and servers[0] != servers[1]  # the second kill hit the restart
+    out = paths.predictions_csv("local", "digits", 5)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert (table["error"] == "").all() and table["image"].is_unique
     monkeypatch.setattr(LocalService, "predict", original)
     run_evaluation(load_params(), "local", "digits")
     final = pd.read_csv(out, keep_default_na=False)
@@ -259,3 +303,151 @@ def test_finding10_one_image_per_class_trains_a_usable_head(digits_copy, feature
         svc.connect(model)
         assert _accuracy(svc, split, tests) > 0.2  # one example per class, far above 0.1
         svc.close()
+
+
+# -- issue 11, item 7: the server at the model's speed, with the same scores --------------------
+def _photo_jpegs() -> list[bytes]:
+    """Real photographs as JPEGs: 512x512 and 512x384 crops of scikit-learn's two samples, and
+    one grayscale."""
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for photo in load_sample_images().images:
+        for size, crop in (((512, 512), photo[:427, :427]), ((512, 384), photo[:, :569])):
+            buf = io.BytesIO()
+            Image.fromarray(crop).resize(size, Image.LANCZOS).save(buf, format="JPEG",
+                                                                   quality=85)
+            out.append(buf.getvalue())
+    buf = io.BytesIO()
+    Image.fromarray(photo).convert("L").save(buf, format="JPEG")
+    return [*out, buf.getvalue()]
+
+
+def test_issue11_served_scores_equal_predict_scores_alone_and_in_flight(digits_copy):
+    """Alone, a call runs on the session over every core; ten in flight run on the one-thread
+    sessions: either way the server answers exactly `LocalModel.predict_scores`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlbench.services.local.model import LocalModel
+
+    split = load_split("digits", 5)
+    svc = _service("efficientnet-lite0", 5)
+    svc.upload(split)
+    model = svc.train(split)
+    images = [t.path.read_bytes() for t in load_test_images("digits")[::60]] + _photo_jpegs()
+    local = LocalModel.load(Path(model.ids["model_path"]).parent)
+    expected = [local.predict_scores(img) for img in images]
+    svc.connect(model)
+    try:
+        alone = [svc.predict(img).scores for img in images]
+        with ThreadPoolExecutor(10) as pool:
+            in_flight = list(pool.map(lambda img: svc.predict(img).scores, images * 4))
+    finally:
+        svc.close()
+    assert alone == expected
+    assert in_flight == expected * 4
+
+
+def test_issue11_every_session_gives_the_same_features(digits_copy):
+    """One-thread, every-core and non-spinning sessions compute the same features bit for bit
+    (the server mixes them under load), one image at a time or in a batch."""
+    import numpy as np
+
+    from mlbench.services.local.features import make_extractor
+
+    images = [t.path.read_bytes() for t in load_test_images("digits")[::90]] + _photo_jpegs()
+    default = make_extractor("efficientnet-lite0")
+    batch = default.embed(images)
+    for threads, spin in ((1, True), (2, False), (None, True)):
+        one = make_extractor("efficientnet-lite0", threads=threads, spin=spin)
+        singles = np.concatenate([one.embed([img]) for img in images])
+        np.testing.assert_array_equal(singles, batch)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_issue11_numpy_head_equals_the_pipeline_bit_for_bit(classes):
+    import numpy as np
+
+    from mlbench.services.local.head import NumpyHead, fit_head
+
+    rng = np.random.default_rng(classes)
+    x = rng.standard_normal((12 * classes, 1280)).astype(np.float32)
+    y = np.arange(len(x)) % classes
+    fitted = fit_head(x[: 9 * classes], y[: 9 * classes], x[9 * classes:], y[9 * classes:])
+    fast = NumpyHead.of(fitted.pipeline)
+    assert fast is not None and fast.binary == (classes == 2)
+    probe = rng.standard_normal((7, 1280)).astype(np.float32) * 3
+    np.testing.assert_array_equal(fast.predict_proba(probe), fitted.pipeline.predict_proba(probe))
+    for row in probe:
+        np.testing.assert_array_equal(fast.predict_proba(row[None]),
+                                      fitted.pipeline.predict_proba(row[None]))
+
+
+def test_issue11_a_head_of_another_shape_keeps_the_pipeline():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from mlbench.services.local.head import NumpyHead
+
+    assert NumpyHead.of(make_pipeline(LogisticRegression())) is None
+
+
+def test_issue11_jpegs_decode_at_a_reduced_scale_and_others_in_full():
+    import io
+
+    from PIL import Image
+
+    from mlbench.services.local.features import decode_for_resize, decode_rgb
+
+    square, wide, *_, gray = _photo_jpegs()
+    assert decode_for_resize(square, 224).size == (256, 256)  # 1/2: the smallest scale >= 224
+    assert decode_for_resize(wide, 224).size == (320, 240)  # 5/8 keeps the short side >= 224
+    assert decode_for_resize(wide, 224).mode == "RGB"
+    assert decode_for_resize(gray, 224).mode == "L"
+    assert decode_rgb(wide).size == (512, 384)  # the full image (hog's decode)
+    small = io.BytesIO()
+    Image.new("RGB", (100, 60), (10, 200, 30)).save(small, format="JPEG")
+    assert decode_for_resize(small.getvalue(), 224).size == (100, 60)  # never scaled up
+    clean = io.BytesIO()
+    Image.new("RGB", (600, 600), (10, 200, 30)).save(clean, format="JPEG")
+    sos = clean.getvalue().index(b"\xff\xda")
+    repaired = clean.getvalue()[:sos] + b"\0\0" + clean.getvalue()[sos:]  # libjpeg warns
+    img = decode_for_resize(repaired, 224)  # the strict decoder refuses: PIL, in full
+    assert img.mode == "RGB" and img.size == (600, 600)
+    assert img.getpixel((5, 5)) == decode_rgb(clean.getvalue()).getpixel((5, 5))
+    with pytest.raises(OSError):  # a truncated JPEG is refused (the server answers 400)
+        decode_for_resize(square[: len(square) // 2], 224)
+
+
+def test_issue11_gray_images_preprocess_as_one_channel_to_the_same_numbers(digits_copy):
+    """Gray images (the digits, stored as RGB; a gray JPEG) are resized as one channel: the
+    input is exactly that of resizing all three channels, as before."""
+    import io
+
+    import numpy as np
+    import simplejpeg
+    from PIL import Image
+
+    from mlbench.services.local.features import EfficientNetLite0, decode_rgb
+
+    def three_channels(data: bytes) -> np.ndarray:  # RGB all the way, as before issue 11
+        rgb = Image.fromarray(simplejpeg.decode_jpeg(data, min_width=224, min_height=224)) \
+            if data[:2] == b"\xff\xd8" else decode_rgb(data)  # (JPEGs at the same scale)
+        x = np.asarray(rgb.resize((224, 224), Image.BICUBIC), np.float32) / 255.0
+        return ((x - 0.5) / 0.5).transpose(2, 0, 1)
+
+    digits = [t.path.read_bytes() for t in load_test_images("digits")[::100]]
+    assert Image.open(io.BytesIO(digits[0])).mode == "RGB"
+    for data in [*digits, _photo_jpegs()[-1]]:
+        np.testing.assert_array_equal(EfficientNetLite0(224).preprocess(data),
+                                      three_channels(data))
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    pixels[:4] = pixels[:4, :, :1]  # gray first rows: the whole image is compared
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    colour = png.getvalue()
+    np.testing.assert_array_equal(EfficientNetLite0(224).preprocess(colour),
+                                  three_channels(colour))

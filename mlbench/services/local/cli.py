@@ -19,7 +19,7 @@ def serve(
     ablation: Annotated[int, typer.Argument(help="Images per class of the trained model.")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
 ) -> None:
-    """Serve results/runs/local/<ds>/models/<n>/ on 127.0.0.1 until Ctrl-C."""
+    """Serve results/models/local/<ds>/<n>/ on 127.0.0.1 until Ctrl-C."""
     from mlbench import paths
     from mlbench.errors import UserError
     from mlbench.services.local.model import MODEL_FILE

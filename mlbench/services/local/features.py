@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from mlbench import paths
@@ -31,6 +32,49 @@ from mlbench.io import atomic_write_bytes
 def decode_rgb(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as img:
         return img.convert("RGB")
+
+
+def decode_for_resize(data: bytes, at_least: int) -> Image.Image:
+    """The image as RGB, or as L when it is gray, decoded no larger than a resize to
+    `at_least` x `at_least` needs. Why, for the model server's speed:
+
+    - a JPEG is decoded by libjpeg-turbo (`simplejpeg`) at the smallest of its DCT scales
+      (1/8 steps) that keeps both sides at least `at_least` pixels: a 512x512 photo comes out
+      256x256, a 512x384 one 320x240, for about half the decode and resize time of the full
+      image. A JPEG it refuses (it is strict: data libjpeg would have to repair, a truncated
+      file) and every other format are decoded by PIL in full (a truncated file fails there);
+    - a gray image (every pixel R == G == B: digits, silhouettes, X-rays, which `prepare`
+      stores as RGB) comes back as its one channel (mode L), so it is resized once instead of
+      three times. Pillow resizes every channel with the same integer arithmetic, so the
+      resized L image is each channel of the resized RGB one, exactly.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            gray = simplejpeg.decode_jpeg_header(data)[2] == "Gray"
+            pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
+                                            min_width=at_least, min_height=at_least)
+        except ValueError:
+            pass
+        else:
+            return Image.fromarray(_one_channel(pixels))
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode == "L":
+            return img.copy()
+        rgb = img.convert("RGB")
+    return Image.fromarray(_one_channel(np.asarray(rgb)))
+
+
+def _one_channel(pixels: np.ndarray) -> np.ndarray:
+    """(rows, cols) for a one-channel image or an RGB one whose channels are all equal, else
+    the (rows, cols, 3) pixels as they are. The first rows are compared first: a colour photo
+    is told apart without reading it all."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return pixels[..., 0]
+    for part in (pixels[:4], pixels):
+        if not (np.array_equal(part[..., 0], part[..., 1])
+                and np.array_equal(part[..., 0], part[..., 2])):
+            return pixels
+    return np.ascontiguousarray(pixels[..., 0])
 
 
 class Extractor(ABC):
@@ -82,12 +126,17 @@ class EfficientNetLite0(Extractor):
     name = "efficientnet-lite0"
     BATCH = 32
     #: Bumped whenever the preprocessing changes (invalidates caches); the graph is keyed by
-    #: its own content (`graph_digest`).
-    VERSION = 2
+    #: its own content (`graph_digest`). 3: JPEGs decoded at a reduced DCT scale
+    #: (`decode_for_resize`).
+    VERSION = 3
 
-    def __init__(self, image_size: int = 224, threads: int | None = None):
+    def __init__(self, image_size: int = 224, threads: int | None = None, spin: bool = True):
+        """`threads`: onnxruntime's intra-op threads (default: every core). `spin`: whether those
+        threads busy-wait for work between runs (fastest for back-to-back batches; the model
+        server turns it off for a session that shares the cores with others)."""
         self.image_size = image_size
         self.threads = threads or os.cpu_count() or 1
+        self.spin = spin
 
     @cached_property
     def model_path(self) -> Path:
@@ -109,18 +158,32 @@ class EfficientNetLite0(Extractor):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        if not self.spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.model_path), opts,
                                     providers=["CPUExecutionProvider"])
 
-    def preprocess(self, data: bytes) -> np.ndarray:
-        img = decode_rgb(data).resize((self.image_size, self.image_size), Image.BICUBIC)
-        x = np.asarray(img, np.float32) / 255.0
-        return ((x - 0.5) / 0.5).transpose(2, 0, 1)  # the Lite models' normalisation
+    def preprocess(self, data: bytes, out: np.ndarray | None = None) -> np.ndarray:
+        """The (3, size, size) float32 input of one image, written into `out` when given (a
+        batch's row: no copy to stack them). (x / 255 - 0.5) / 0.5 in float32, as the Lite
+        models were trained; a gray image's one channel is resized once and broadcast."""
+        size = self.image_size
+        img = decode_for_resize(data, size).resize((size, size), Image.BICUBIC)
+        pixels = np.asarray(img)
+        x = np.empty((3, size, size), np.float32) if out is None else out
+        np.divide(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1), np.float32(255.0),
+                  out=x, dtype=np.float32)
+        x -= np.float32(0.5)
+        x /= np.float32(0.5)
+        return x
 
     def embed(self, images: Sequence[bytes]) -> np.ndarray:
         out = []
         for start in range(0, len(images), self.BATCH):
-            batch = np.stack([self.preprocess(d) for d in images[start:start + self.BATCH]])
+            chunk = images[start:start + self.BATCH]
+            batch = np.empty((len(chunk), 3, self.image_size, self.image_size), np.float32)
+            for row, data in zip(batch, chunk, strict=True):
+                self.preprocess(data, row)
             out.append(self.session.run(None, {"images": batch})[0])
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1280), np.float32)
 
@@ -152,11 +215,14 @@ def export_onnx(cache: Path) -> Path:
     return target
 
 
-def make_extractor(name: str, image_size: int = 224) -> Extractor:
+def make_extractor(name: str, image_size: int = 224, threads: int | None = None,
+                   spin: bool = True) -> Extractor:
+    """The extractor `name`; `threads`/`spin` set its onnxruntime session (see
+    `EfficientNetLite0`) and do not change its features."""
     if name == "hog":
         return HogExtractor()
     if name == "efficientnet-lite0":
-        return EfficientNetLite0(image_size)
+        return EfficientNetLite0(image_size, threads, spin)
     raise ValueError(f"unknown extractor {name!r}")
 
 

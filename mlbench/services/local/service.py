@@ -10,12 +10,15 @@ The server is a child process that can die (killed, out of memory). A call that 
 it checks the process at once instead of waiting out every retry: a server that exited is
 restarted once per run (the harness then calls again, timed afresh: `CallAgain`), and dies
 again -> one line (`ServiceError`), so no image is stored as an error row for a server that
-was simply gone.
+was simply gone. `evaluate` calls from several threads at once: every call knows which server
+it was sent to, so however many calls find one dead server, it is restarted once and each of
+them is called again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import signal
 import subprocess
 import sys
@@ -53,9 +56,14 @@ EXIT_GRACE = 0.5
 class ServerGone(ServiceError):
     """The model server's process exited while the service was connected."""
 
+    def __init__(self, message: str, server: ServerProcess):
+        super().__init__(message)
+        self.server = server
+
 
 class LocalService(HttpService):
     name = "local"
+    local_compute = True  # trains and serves on this machine
 
     def __init__(self, ctx: ServiceContext):
         super().__init__(ctx)
@@ -63,6 +71,10 @@ class LocalService(HttpService):
         self._model_dir: Path | None = None
         self.restarts = 0
         self.url: str | None = None
+        #: The server the current call (thread or asyncio task) was sent to.
+        self._sent_to: contextvars.ContextVar[ServerProcess | None] = \
+            contextvars.ContextVar(f"local-server-{id(self)}", default=None)
+        self._restart_lock = threading.Lock()
 
     # -- training --------------------------------------------------------------------------------
     def _candidates(self) -> list[str]:
@@ -139,14 +151,15 @@ class LocalService(HttpService):
 
     def _start(self) -> None:
         assert self._model_dir is not None
-        self._server = ServerProcess(self._model_dir)
-        self.url = self._server.url
+        server = ServerProcess(self._model_dir)
+        self._server, self.url = server, server.url  # never None between two servers
 
     def on_unreachable(self) -> None:
         """A call could not reach the server: if its process exited, say so at once."""
-        if self._server is not None and self._server.exited(EXIT_GRACE):
-            raise ServerGone(f"the local model server (pid {self._server.proc.pid}) "
-                             f"{self._server.exit_reason()}")
+        server = self._sent_to.get() or self._server
+        if server is not None and server.exited(EXIT_GRACE):
+            raise ServerGone(f"the local model server (pid {server.proc.pid}) "
+                             f"{server.exit_reason()}", server)
 
     def predict(self, image: bytes) -> Prediction:
         """One call. A server found dead is restarted (`MAX_RESTARTS` per run) and `CallAgain`
@@ -154,6 +167,15 @@ class LocalService(HttpService):
         try:
             return super().predict(image)
         except ServerGone as gone:
+            self._recover(gone)
+            raise CallAgain(str(gone)) from None
+
+    def _recover(self, gone: ServerGone) -> None:
+        """Restart the server `gone` found dead, unless another call already did (then this
+        call is just made again), or stop in one line past `MAX_RESTARTS`."""
+        with self._restart_lock:
+            if gone.server is not self._server:
+                return  # restarted since this call was sent
             if self.restarts >= MAX_RESTARTS:
                 raise ServiceError(
                     f"{gone}, after {self.restarts} restart(s); stopped (every row so far is "
@@ -161,14 +183,16 @@ class LocalService(HttpService):
                     "rest") from None
             self.restarts += 1
             warn(escape(f"{gone}; restarting it"))
-            self._stop_server()
+            gone.server.stop()
             self._start()
-            raise CallAgain(str(gone)) from None
 
     def build_request(self, image: bytes) -> HttpRequest:
-        if self.url is None:
+        server = self._server
+        if server is None:
             raise RuntimeError("connect() first")
-        return HttpRequest("POST", self.url, {"Content-Type": "application/octet-stream"}, image)
+        self._sent_to.set(server)
+        return HttpRequest("POST", server.url, {"Content-Type": "application/octet-stream"},
+                           image)
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Prediction:
         return parse_label_scores(body, status, who="local model server")
@@ -198,6 +222,7 @@ class ServerProcess:
     def __init__(self, model_dir: Path):
         # the server's stderr, read back only to explain a failed start; closed by stop()
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self._log_lock = threading.Lock()
         self.proc = subprocess.Popen(
             # run by file path, not `-m`: `-m` would put the cwd first on sys.path, and a
             # project folder holding a copy of `mlbench/` would shadow the installed package
@@ -249,10 +274,11 @@ class ServerProcess:
 
     def _stderr_tail(self) -> str:
         """The server's last stderr line (a one-line JSON error when startup fails)."""
-        if self._log.closed:
-            return ""
-        self._log.seek(0)
-        lines = self._log.read().strip().splitlines()
+        with self._log_lock:  # calls in flight read it at once, and `stop` closes it
+            if self._log.closed:
+                return ""
+            self._log.seek(0)
+            lines = self._log.read().strip().splitlines()
         return lines[-1] if lines else ""
 
     def stop(self) -> None:
@@ -265,7 +291,8 @@ class ServerProcess:
                 self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
-        self._log.close()
+        with self._log_lock:
+            self._log.close()
 
 
 SERVICE = LocalService
