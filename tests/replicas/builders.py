@@ -7,6 +7,12 @@ planted where they occur for real (Pets: PNG data and a broken file behind `.jpg
 X-rays: grayscale and a duplicated nested tree with macOS litter, Cars: class names with
 spaces and a `/`, Kaggle's doubled folders) plus a CMYK JPEG, a palette image and a non-ASCII
 file name with spaces.
+
+By default a replica is tiny (a few images per class). Given a `Size`, every class is topped
+up with plain seeded JPEGs to at least `Size.train` training and `Size.test` test images (the
+planted awkward ones count, a rejected one too), in the same archive layout: enough for a
+ladder of ablations and a test set of a chosen size (the seed-scale benchmark). Without a size
+the output is byte-for-byte what it always was.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,25 @@ from tests.replicas import images as im
 from tests.replicas.archives import tar_bytes, zip_bytes
 
 Entries = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Size:
+    """At least this many images per class in the training (`train`, a source's validation
+    images included) and `test` splits of a replica."""
+
+    train: int = 0
+    test: int = 0
+
+    def extra(self, split: str, have: int) -> int:
+        """How many plain images to add to a class of `split` that holds `have`."""
+        return max(0, (self.train if split == "train" else self.test) - have)
+
+
+#: Where each builder's extra images take their seeds: far from its planted ones and from one
+#: another, so no two images of a dataset are alike (prepare drops duplicated test images).
+EXTRA_SEED = {"beans": 1_000_000, "cars": 2_000_000, "food": 3_000_000, "intel": 4_000_000,
+              "pets": 5_000_000, "xrays": 6_000_000}
 
 
 @dataclass
@@ -63,7 +89,7 @@ def sha256(data: bytes) -> str:
 BEANS_LABELS = ["angular_leaf_spot", "bean_rust", "healthy"]
 
 
-def beans() -> Replica:
+def beans(size: Size | None = None) -> Replica:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -86,6 +112,16 @@ def beans() -> Replica:
                              {"bytes": im.jpeg(seed), "path": name}, label))
                 seed += 1
                 counts[(split, cls)] += 1
+            # the validation parquet's images count as training images too
+            have = 3 if split == "train" else per_class
+            if size is not None and hf_split != "validation":
+                for i in range(size.extra(split, have)):
+                    name = f"{cls}_{short}.x{i}.jpg"
+                    data = im.jpeg(EXTRA_SEED["beans"] + 10_000 * label + 5_000 * (split == "test")
+                                   + i)
+                    rows.append((f"/home/u/.cache/extracted/{short}/{cls}/{name}",
+                                 {"bytes": data, "path": name}, label))
+                    counts[(split, cls)] += 1
         if hf_split == "train":  # one undecodable row
             rows.append(("/x/train/healthy/healthy_train.99.jpg",
                          {"bytes": b"not an image", "path": "healthy_train.99.jpg"}, 2))
@@ -133,7 +169,7 @@ def _annos(rows: list[dict[str, Any]]) -> np.ndarray:
     return arr
 
 
-def cars(variant: str = "kaggle") -> Replica:
+def cars(variant: str = "kaggle", size: Size | None = None) -> Replica:
     """`kaggle` (default fetch), `original` (the four original files) or `all_in_one`."""
     counts: Counter[tuple[str, str]] = Counter()
     # class index (1-based) per image, classes interleaved as in the real annotation order
@@ -147,6 +183,13 @@ def cars(variant: str = "kaggle") -> Replica:
             images[split].append((f"{n:05d}.jpg", data, cls))
             counts[(split, CARS_CLEAN[cls - 1])] += 1
             seed += 1
+        if size is not None:  # more of each class, numbered on after the planted ones
+            extra = EXTRA_SEED["cars"] + 500_000 * (split == "test")
+            for cls in range(1, len(CARS_CLASSES) + 1):
+                for _ in range(size.extra(split, classes.count(cls))):
+                    n = len(images[split]) + 1
+                    images[split].append((f"{n:05d}.jpg", im.jpeg(extra + n), cls))
+                    counts[(split, CARS_CLEAN[cls - 1])] += 1
 
     def bbox(row: dict[str, Any]) -> dict[str, Any]:
         return {"bbox_x1": 1, "bbox_y1": 1, "bbox_x2": 10, "bbox_y2": 10, **row}
@@ -198,12 +241,12 @@ def cars(variant: str = "kaggle") -> Replica:
 FOOD_CLASSES = ["apple_pie", "baby_back_ribs", "chicken_curry"]
 
 
-def food() -> Replica:
+def food(size: Size | None = None) -> Replica:
     counts: Counter[tuple[str, str]] = Counter()
     entries: Entries = [("food-101", None), ("food-101/images", None), ("food-101/meta", None)]
     listing: dict[str, list[str]] = {"train": [], "test": []}
     seed = 3000
-    for cls in FOOD_CLASSES:
+    for c, cls in enumerate(FOOD_CLASSES):
         entries.append((f"food-101/images/{cls}", None))
         for n in range(5):
             split = "train" if n < 3 else "test"
@@ -213,6 +256,12 @@ def food() -> Replica:
             listing[split].append(f"{cls}/{image_id}")
             counts[(split, cls)] += 1
             seed += 1
+        for split, have in (("train", 3), ("test", 2)):
+            for i in range(size.extra(split, have) if size is not None else 0):
+                image_id = EXTRA_SEED["food"] + 100_000 * c + 50_000 * (split == "test") + i
+                entries.append((f"food-101/images/{cls}/{image_id}.jpg", im.jpeg(image_id)))
+                listing[split].append(f"{cls}/{image_id}")
+                counts[(split, cls)] += 1
     labels = "".join(c.replace("_", " ").capitalize() + "\n" for c in FOOD_CLASSES)
     entries += [
         ("food-101/meta/classes.txt", "".join(f"{c}\n" for c in FOOD_CLASSES).encode()),
@@ -233,17 +282,22 @@ def food() -> Replica:
 INTEL_CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
 
 
-def intel() -> Replica:
+def intel(size: Size | None = None) -> Replica:
     counts: Counter[tuple[str, str]] = Counter()
     entries: Entries = []
     seed = 4000
     for split, folder, per_class in (("train", "seg_train", 2), ("test", "seg_test", 1)):
-        for cls in INTEL_CLASSES:
+        for c, cls in enumerate(INTEL_CLASSES):
             entries.append((f"{folder}/{folder}/{cls}/", None))
             for _ in range(per_class):
                 entries.append((f"{folder}/{folder}/{cls}/{seed}.jpg", im.jpeg(seed, (30, 30))))
                 counts[(split, cls)] += 1
                 seed += 1
+            have = per_class + (cls in ("forest", "sea") and split == "train")  # + planted
+            for i in range(size.extra(split, have) if size is not None else 0):
+                extra = EXTRA_SEED["intel"] + 100_000 * c + 50_000 * (split == "test") + i
+                entries.append((f"{folder}/{folder}/{cls}/{extra}.jpg", im.jpeg(extra, (30, 30))))
+                counts[(split, cls)] += 1
     entries.append(("seg_train/seg_train/forest/forêt vue n°1.jpg", im.jpeg(seed)))
     counts[("train", "forest")] += 1
     entries.append(("seg_train/seg_train/sea/palette 7.gif", im.palette_gif(seed + 1)))
@@ -257,13 +311,13 @@ def intel() -> Replica:
 PETS_BREEDS = [("Abyssinian", 1, 1, 1), ("american_bulldog", 2, 2, 1), ("Egyptian_Mau", 12, 1, 6)]
 
 
-def pets() -> Replica:
+def pets(size: Size | None = None) -> Replica:
     counts: Counter[tuple[str, str]] = Counter()
     rejected: Counter[tuple[str, str]] = Counter()
     image_entries: Entries = [("images", None)]
     lines: dict[str, list[str]] = {"train": [], "test": []}
     seed = 5000
-    for breed, class_id, species, breed_id in PETS_BREEDS:
+    for b, (breed, class_id, species, breed_id) in enumerate(PETS_BREEDS):
         for n in range(1, 6):
             split = "train" if n <= 3 else "test"
             name = f"{breed}_{n}"
@@ -282,6 +336,14 @@ def pets() -> Replica:
             lines[split].append(f"{name} {class_id} {species} {breed_id}")
             counts[(split, breed)] += 1
             seed += 1
+        n = 5
+        for split, have in (("train", 3), ("test", 2)):
+            for _ in range(size.extra(split, have) if size is not None else 0):
+                n += 1
+                image_entries.append((f"images/{breed}_{n}.jpg",
+                                      im.jpeg(EXTRA_SEED["pets"] + 100_000 * b + n)))
+                lines[split].append(f"{breed}_{n} {class_id} {species} {breed_id}")
+                counts[(split, breed)] += 1
     image_entries.append(("images/Abyssinian_100.mat", b"MATLAB 5.0 MAT-file junk"))
     header = ("#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n"
               "#BREED ID: 1-25:Cat 1:12:Dog\n#All images with 1st letter as captial are cat "
@@ -306,13 +368,21 @@ def pets() -> Replica:
 
 
 # -- xrays: Kaggle chest-xray-pneumonia ---------------------------------------------------------
-def xrays() -> Replica:
+def xrays(size: Size | None = None) -> Replica:
     counts: Counter[tuple[str, str]] = Counter()
     tree: Entries = []
     seed = 6000
     for folder, split, per_class in (("train", "train", 3), ("val", "train", 1),
                                      ("test", "test", 2)):
-        for cls in ("NORMAL", "PNEUMONIA"):
+        for c, cls in enumerate(("NORMAL", "PNEUMONIA")):
+            if size is not None and folder != "val":  # the val folder's image counts as train
+                have = 4 if split == "train" else per_class
+                for i in range(size.extra(split, have)):
+                    extra = EXTRA_SEED["xrays"] + 100_000 * c + 50_000 * (split == "test") + i
+                    name = f"IM-{extra}-0001.jpeg" if cls == "NORMAL" \
+                        else f"person{extra}_bacteria_{i}.jpeg"
+                    tree.append((f"{folder}/{cls}/{name}", im.grayscale_jpeg(extra)))
+                    counts[(split, cls)] += 1
             for n in range(per_class):
                 if cls == "NORMAL":
                     name = f"IM-{seed:04d}-0001.jpeg" if n else f"NORMAL2-IM-{seed:04d}-0001.jpeg"
@@ -339,16 +409,18 @@ BUILDERS = {"beans": beans, "cars": cars, "food": food, "intel": intel, "pets": 
             "xrays": xrays}
 
 
-def build(ds: str) -> Replica:
-    return BUILDERS[ds]()
+def build(ds: str, size: Size | None = None) -> Replica:
+    return BUILDERS[ds](size=size) if size is not None else BUILDERS[ds]()
 
 
-def mirror_files() -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
-    """Every replica's files in one flat mirror, and the `sources:` params it needs."""
+def mirror_files(sizes: Mapping[str, Size] | None = None
+                 ) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
+    """Every replica's files in one flat mirror, and the `sources:` params it needs; `sizes`:
+    a `Size` per dataset to top its classes up to (the others stay tiny)."""
     files: dict[str, bytes] = {}
     sources: dict[str, dict[str, Any]] = {}
-    for ds, builder in BUILDERS.items():
-        rep = builder()
+    for ds in BUILDERS:
+        rep = build(ds, (sizes or {}).get(ds))
         clash = set(files) & set(rep.files)
         assert not clash, f"mirror file names clash: {clash}"
         files |= rep.files

@@ -14,9 +14,12 @@ import secrets
 import string
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageStat
+
+from tests.fakes.pacing import Pacing
 
 ALPHABET = string.ascii_lowercase + string.digits
 
@@ -77,13 +80,19 @@ class NyckelState:
     """Everything the fake account holds; thread-safe (the server is threaded)."""
 
     def __init__(self, client_id: str = "test-client", client_secret: str = "test-secret",
-                 expires_in: int = 3600, train_delay: float = 0.2):
+                 expires_in: int = 3600, train_delay: float = 0.2,
+                 pacing: Pacing | None = None):
         self.client_id = client_id
         self.client_secret = client_secret
         self.expires_in = expires_in
         #: Seconds after the last sample change until the function counts as trained
         #: (`float("inf")`: never, to test timeouts).
         self.train_delay = train_delay
+        #: Wall-clock pacing (`tests/fakes/pacing.py`): training time per function name (from
+        #: its last sample change, replacing `train_delay`), invoke latency and rate limit.
+        self.pacing = pacing
+        #: How many functions, labels and samples were created (what "no duplicates" checks).
+        self.created: Counter[str] = Counter()
         self.lock = threading.RLock()
         self.tokens: dict[str, float] = {}
         self.token_requests = 0
@@ -120,12 +129,14 @@ class NyckelState:
         with self.lock:
             fn = Function(new_id("function"), name, input_, output)
             self.functions[fn.id] = fn
+            self.created["functions"] += 1
             return fn
 
     def add_label(self, fn: Function, name: str) -> Label:
         with self.lock:
             label = Label(new_id("label"), name)
             fn.labels[label.id] = label
+            self.created["labels"] += 1
             self._touch(fn)
             return label
 
@@ -141,12 +152,16 @@ class NyckelState:
             sample = Sample(new_id("sample"), external_id, digest, mean_rgb(image), label_id,
                             origin)
             fn.samples[sample.id] = sample
+            self.created["samples"] += 1
             if label_id is not None:
                 self._touch(fn)
             return sample, True
 
     def _touch(self, fn: Function) -> None:
-        fn.trained_at = time.time() + self.train_delay
+        if self.pacing is not None:
+            fn.trained_at = self.pacing.training_done_at(fn.name)
+        else:
+            fn.trained_at = time.time() + self.train_delay
 
     # -- training status (what the official client reads from v0.9) -------------------------------
     def is_trained(self, fn: Function) -> bool:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from tests.fakes.http_base import BadRequest, FakeServer, Request, Response
 from tests.fakes.nyckel.models import Function, NyckelState
+from tests.fakes.pacing import retry_after
 
 DATA_URI = re.compile(r"data:image/(?P<kind>[a-z0-9.+-]+);base64,(?P<payload>.+)", re.S)
 FORMAT_OF = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP",
@@ -236,6 +237,12 @@ def install(server: FakeServer, state: NyckelState, page_size: int | None = None
         if (denied := authed(req)) is not None:
             return denied
         fn = function_or_404(req)
+        if state.pacing is not None:
+            wait = state.pacing.admit()
+            if wait is not None:  # Nyckel's documented limit: 25 requests/s, 429 beyond
+                return Response.json({"message": "Too many requests: rate limit exceeded"}, 429,
+                                     {"Retry-After": retry_after(wait)})
+            state.pacing.serve(fn.name)
         capture = _query_bool(req, "capture", True)
         _query_bool(req, "includeMetadata", False)
         body = _json_body(req, INVOKE_FIELDS)

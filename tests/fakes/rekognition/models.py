@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.pacing import Pacing
+
 ACCOUNT = "123456789012"
 MAX_DETECT_BYTES = 4 * 1024 * 1024
 GT_TYPE = "groundtruth/image-classification"
@@ -49,12 +51,15 @@ class Transition:
     steps: int = 0
     message: str = ""
     then_message: str = ""
+    #: Paced: becomes `then` at this wall time (whatever the Describe calls), not by `steps`.
+    ready_at: float | None = None
 
     def tick(self) -> None:
         if self.then is None:
             return
         self.steps -= 1
-        if self.steps <= 0:
+        due = self.steps <= 0 if self.ready_at is None else time.time() >= self.ready_at
+        if due:
             self.status, self.message, self.then = self.then, self.then_message, None
 
 
@@ -97,11 +102,15 @@ class RekognitionBackend:
     """All projects of one fake account/region."""
 
     def __init__(self, s3: Any = None, region: str = "us-east-1", steps: int = 2,
-                 train_seconds: float = 3725.0):
+                 train_seconds: float = 3725.0, billable_seconds: int = 3312,
+                 pacing: Pacing | None = None):
         self.s3 = s3  # boto3 S3 client on the moto server, to read manifests and check images
         self.region = region
         self.steps = steps
         self.train_seconds = train_seconds
+        #: BillableTrainingTimeInSeconds of a trained version: AWS bills the compute time, not
+        #: the wall time; deliberately another number, so a client reading the wrong one shows.
+        self.billable_seconds = billable_seconds
         #: When set, every new version ends TRAINING_FAILED with this StatusMessage.
         self.fail_training: str | None = None
         #: sha256(image bytes) -> [(label, confidence 0-100), ...] (empty list: no label).
@@ -111,6 +120,10 @@ class RekognitionBackend:
         self._throttles: dict[str, list[Any]] = {}
         self._allowed: set[str] | None = None  # operations the caller's IAM policy allows
         self._lock = threading.RLock()
+        #: Wall-clock pacing (`tests/fakes/pacing.py`): a version's training by
+        #: `<project>/<version>` and its start by its ARN (instead of Describe calls), the
+        #: DetectCustomLabels latency and rate limit (ThrottlingException beyond it).
+        self.pacing = pacing
 
     # -- test controls -----------------------------------------------------------------------------
     def throttle(self, operation: str, count: int, code: str = "ThrottlingException",
@@ -267,6 +280,8 @@ class RekognitionBackend:
                                "TRAINING_FAILED" if failure else "TRAINING_COMPLETED",
                                self.steps, "The model is being trained.",
                                failure or "The model is ready to run.")
+            if self.pacing is not None:
+                state.ready_at = self.pacing.training_done_at(f"{project.name}/{name}")
             project.versions[name] = Version(arn, name, time.time(), state, dict(output),
                                              sorted(train.labels), self.train_seconds)
             return arn
@@ -286,7 +301,7 @@ class RekognitionBackend:
                 }
                 if v.state.status not in ("TRAINING_IN_PROGRESS", "TRAINING_FAILED"):
                     desc.update(TrainingEndTimestamp=v.created + v.train_seconds,
-                                BillableTrainingTimeInSeconds=int(v.train_seconds),
+                                BillableTrainingTimeInSeconds=self.billable_seconds,
                                 EvaluationResult={"F1Score": 0.9})
                 if v.min_units is not None:
                     desc["MinInferenceUnits"] = v.min_units
@@ -308,6 +323,8 @@ class RekognitionBackend:
             version.starts += 1
             version.state = Transition("STARTING", "RUNNING", self.steps, "The model is starting.",
                                        "The model is running.")
+            if self.pacing is not None:
+                version.state.ready_at = self.pacing.deployment_done_at(arn)
             return "STARTING"
 
     def stop_project_version(self, arn: str) -> str:

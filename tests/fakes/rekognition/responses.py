@@ -210,6 +210,11 @@ class RekognitionResponses:
                            "S3Object")
         if "S3Object" in image:
             raise AwsError("InvalidParameterException", "S3Object images are not faked")
+        pacing = self.backend.pacing
+        if pacing is not None:
+            if pacing.admit() is not None:
+                raise AwsError("ThrottlingException", "Rate exceeded")
+            pacing.serve(body["ProjectVersionArn"])
         labels = self.backend.detect_custom_labels(
             body["ProjectVersionArn"], base64.b64decode(image["Bytes"]),
             body.get("MinConfidence"), body.get("MaxResults"))

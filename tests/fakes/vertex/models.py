@@ -28,6 +28,8 @@ from typing import Any
 
 from PIL import Image
 
+from tests.fakes.pacing import Pacing
+
 LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 ML_USES = {"training", "validation", "test"}
 MIN_PER_LABEL = 10
@@ -69,6 +71,8 @@ class Operation:
     done: bool = False
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: Paced: done at this wall time (whatever the polls), instead of after `polls_left`.
+    ready_at: float | None = None
 
 
 @dataclass
@@ -101,6 +105,8 @@ class Pipeline:
     end_time: float | None = None
     model_name: str | None = None
     error: dict[str, Any] | None = None
+    #: Paced: trained at this wall time, instead of after `train_polls` polls.
+    ready_at: float | None = None
 
 
 @dataclass
@@ -141,13 +147,17 @@ class VertexState:
     def __init__(self, project: str = "mlbench-test", location: str = "us-central1",
                  gcs_reader: Callable[[str], bytes | None] | None = None, op_polls: int = 2,
                  train_polls: int = 3, train_seconds: float = 7203.5,
-                 expires_in: int = 3600):
+                 cost_milli_node_hours: int = 7346, expires_in: int = 3600,
+                 pacing: Pacing | None = None):
         self.project = project
         self.location = location
         self.gcs_reader = gcs_reader
         self.op_polls = op_polls
         self.train_polls = train_polls
         self.train_seconds = train_seconds
+        #: What a finished pipeline reports it billed (`trainingTaskMetadata`), deliberately
+        #: neither the budget nor the wall time, so a client reading the wrong one shows.
+        self.cost_milli_node_hours = cost_milli_node_hours
         self.expires_in = expires_in
         self.lock = threading.RLock()
         self.tokens: dict[str, float] = {}
@@ -164,6 +174,10 @@ class VertexState:
         self.created = {"datasets": 0, "imports": 0, "pipelines": 0, "endpoints": 0,
                         "deployments": 0}
         self.predictions = 0
+        #: Wall-clock pacing (`tests/fakes/pacing.py`): a pipeline's training by its display
+        #: name and a DeployModel by its endpoint's (instead of poll counts), the predict
+        #: latency and rate limit. The reported startTime/endTime stay `train_seconds` apart.
+        self.pacing = pacing
         self._ids = itertools.count(1000000000000000001)
 
     # -- auth ------------------------------------------------------------------------------------
@@ -213,7 +227,8 @@ class VertexState:
                 raise ApiFailure(404, "NOT_FOUND", f"Operation {name} not found.")
             if not op.done:
                 op.polls_left -= 1
-                if op.polls_left <= 0:
+                due = op.polls_left <= 0 if op.ready_at is None else time.time() >= op.ready_at
+                if due:
                     op.done = True
                     try:
                         op.response = op.finish()
@@ -328,6 +343,8 @@ class VertexState:
                                  "required.")
             pid = self._new_id()
             p = Pipeline(pid, f"{parent}/trainingPipelines/{pid}", body, time.time())
+            if self.pacing is not None:
+                p.ready_at = self.pacing.training_done_at(body.get("displayName", p.name))
             self.pipelines[p.name] = p
             self.created["pipelines"] += 1
             return p
@@ -342,7 +359,8 @@ class VertexState:
                 if p.state == "PIPELINE_STATE_PENDING":
                     p.state = "PIPELINE_STATE_RUNNING"
                     p.start_time = p.create_time + 12.25
-                elif p.polls >= self.train_polls:
+                elif (p.polls >= self.train_polls if p.ready_at is None
+                      else time.time() >= p.ready_at):
                     self._finish_training(p)
             return p
 
@@ -390,7 +408,8 @@ class VertexState:
             out["startTime"] = rfc3339(p.start_time)
         if p.end_time is not None:
             out["endTime"] = rfc3339(p.end_time)
-            out["trainingTaskMetadata"] = {"costMilliNodeHours": "8000",
+            # int64 in the JSON mapping: a string, as Vertex sends it
+            out["trainingTaskMetadata"] = {"costMilliNodeHours": str(self.cost_milli_node_hours),
                                            "successfulStopReason": "MODEL_CONVERGED"}
         if p.model_name:
             out["modelToUpload"]["name"] = p.model_name
@@ -461,7 +480,10 @@ class VertexState:
                 ep.traffic = {(dm_id if k == "0" else k): v for k, v in split.items()}
                 return {"@type": f"{TYPE}DeployModelResponse", "deployedModel": _deployed_json(dm)}
 
-            return self._operation(ep.name, "DeployModel", finish)
+            op = self._operation(ep.name, "DeployModel", finish)
+            if self.pacing is not None:
+                op.ready_at = self.pacing.deployment_done_at(ep.display_name)
+            return op
 
     def undeploy(self, name: str, body: dict[str, Any]) -> Operation:
         with self.lock:

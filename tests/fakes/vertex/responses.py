@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 from PIL import Image
 
 from tests.fakes.http_base import BadRequest, FakeServer, Request, Response
+from tests.fakes.pacing import retry_after
 from tests.fakes.vertex.models import ApiFailure, Operation, VertexState
 
 P = r"/v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)"
@@ -218,6 +219,15 @@ class VertexFake:
         @api("POST", P + r"/endpoints/" + ID + COLON + "predict")
         def predict(req: Request) -> Response:
             parent = st.parent(req.match["p"], req.match["l"])
+            if st.pacing is not None:
+                wait = st.pacing.admit()
+                if wait is not None:
+                    response = google_error(429, "Quota exceeded for aiplatform.googleapis.com/"
+                                            "online_prediction_requests_per_base_model")
+                    response.headers["Retry-After"] = retry_after(wait)
+                    return response
+                endpoint = st.endpoint(f"{parent}/endpoints/{req.match['id']}")
+                st.pacing.serve(endpoint.display_name)
             image, threshold, limit = _predict_request(_body(req))
             dm, model, ranked = st.predict(f"{parent}/endpoints/{req.match['id']}", image,
                                            threshold, limit)
