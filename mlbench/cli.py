@@ -53,8 +53,17 @@ def _known(dataset: str) -> str:
 @one_line_errors
 def check() -> None:
     """Validate params.yaml (every key, name and service block); the pipeline's first stage,
-    so a typo fails `dvc repro` at once instead of being ignored."""
+    so a typo fails `dvc repro` at once instead of being ignored. Writes the selected services'
+    blocks to results/service-settings.json, which submit and measure depend on."""
+    import json
+
+    from mlbench import paths
+    from mlbench.io import atomic_write_text
+
     params = _params()
+    blocks = {svc: params.section(svc) for svc in sorted(params.services)}
+    atomic_write_text(paths.service_settings_file(),
+                      json.dumps(blocks, indent=2, sort_keys=True, default=str) + "\n")
     err.print(f"params.yaml: ok ({', '.join(params.services)} x {', '.join(params.datasets)})")
 
 
@@ -146,12 +155,12 @@ def submit() -> None:
 
 @app.command()
 @one_line_errors
-def score() -> None:
-    """Score every trained run side by side (deploying each); the evaluate stages then write
-    each run's metrics."""
-    from mlbench.bench.score import run_score
+def measure() -> None:
+    """Score, time and load-test every trained run side by side (deploying each); the
+    evaluate and load stages then find each run measured."""
+    from mlbench.bench.measure import run_measure
 
-    run_score(_params())
+    run_measure(_params())
 
 
 @app.command()

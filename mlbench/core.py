@@ -99,7 +99,7 @@ class ModelRef:
 
     `ids` holds the service's own identifiers (function id, endpoint URL, model ARN, ...);
     `train_seconds` is the service's training time, from its own timestamps where it has them.
-    Serialised as `results/runs/<svc>/<ds>/models/<n>/model.json`, which only the harness
+    Serialised as `results/models/<svc>/<ds>/<n>/model.json`, which only the harness
     writes. Never holds a secret.
     """
 

@@ -12,8 +12,12 @@ from pathlib import Path
 
 DATA = Path("data")
 RESULTS = Path("results")
-#: Per-run outputs of train/evaluate/load live under here; the report (which depends on this
-#: whole folder) writes beside it, since DVC forbids a stage depending on its own outputs.
+#: What `train` makes: `<svc>/<ds>/<n>/model.json` (+ the service's state files). Apart from
+#: what is measured of the models, so the `measure` stage can depend on every model at once
+#: and still be ahead of the `evaluate` and `load` stages whose folders it fills.
+MODELS = RESULTS / "models"
+#: What `evaluate` and `load` measure of each model; the report (which depends on this whole
+#: folder) writes beside it, since DVC forbids a stage depending on its own outputs.
 RUNS = RESULTS / "runs"
 PARAMS_FILE = Path("params.yaml")
 
@@ -92,8 +96,8 @@ def upload_folder(ds: str, split: str, n: int) -> Path:
 
 
 def models_dir(svc: str, ds: str) -> Path:
-    """Output of `train`: `models/<n>/model.json` (+ whatever the service keeps there)."""
-    return RUNS / svc / ds / "models"
+    """Output of `train`: `<n>/model.json` (+ whatever the service keeps there)."""
+    return MODELS / svc / ds
 
 
 def model_dir(svc: str, ds: str, n: int) -> Path:
@@ -102,8 +106,8 @@ def model_dir(svc: str, ds: str, n: int) -> Path:
 
 def model_runs(svc: str) -> list[tuple[str, int]]:
     """(dataset, ablation) of every run folder `train` made for a service, sorted."""
-    found = [(d.parent.parent.name, int(d.name))
-             for d in (RUNS / svc).glob("*/models/*") if d.is_dir() and d.name.isdigit()]
+    found = [(d.parent.name, int(d.name))
+             for d in (MODELS / svc).glob("*/*") if d.is_dir() and d.name.isdigit()]
     return sorted(found)
 
 
@@ -146,20 +150,33 @@ def throughput_summary(svc: str, ds: str, n: int) -> Path:
     return loads_dir(svc, ds) / str(n) / "summary.json"
 
 
+def service_settings_file() -> Path:
+    """Output of `check`: the params blocks of the selected services only. `submit` and
+    `measure` depend on it rather than on every block, so editing a service the run does not
+    use leaves them up to date."""
+    return RESULTS / "service-settings.json"
+
+
 def trainings_file() -> Path:
     """Output of `submit`: how each training it started ended (what `train` stages wait on)."""
     return RESULTS / "trainings.json"
 
 
-def scoring_file() -> Path:
-    """Output of `score`: the accuracy each run reached (what `evaluate` stages wait on)."""
-    return RESULTS / "scoring.json"
+def measured_file() -> Path:
+    """Output of `measure`: what each run measured (what `evaluate` and `load` stages wait on)."""
+    return RESULTS / "measured.json"
+
+
+def teardown_file() -> Path:
+    """Output of `teardown`: what it stopped (the report, which counts deployed hours, waits
+    on it)."""
+    return RESULTS / "teardown.json"
 
 
 def deployment_file(svc: str, ds: str, n: int) -> Path:
     """What a run has deployed (billed while it is up), and for how long it has been up.
 
-    Outside `results/runs/`: deploying or tearing down never makes the trained model look
+    Outside `results/models/`: deploying or tearing down never makes the trained model look
     changed to DVC (which would rerun its stages and deploy it again)."""
     return RESULTS / "deployments" / svc / ds / f"{n}.json"
 
@@ -170,8 +187,8 @@ def deployment_files() -> list[Path]:
 
 def writer_lock(svc: str, ds: str) -> Path:
     """The lock held while `train`, `evaluate` or `load` writes a service x dataset's results.
-    Outside `results/runs/` (no DVC output nor dependency holds it), inside `results/` (ignored
-    by git)."""
+    Outside `results/models/` and `results/runs/` (no DVC output nor dependency holds it),
+    inside `results/` (ignored by git)."""
     return RESULTS / "locks" / f"{svc}-{ds}.lock"
 
 

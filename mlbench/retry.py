@@ -23,6 +23,7 @@ from typing import TypeVar
 import tenacity
 
 from mlbench.errors import ServiceCallError
+from mlbench.runlock import pause
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ class RetryPolicy:
                 "retry": tenacity.retry_if_exception_type(RetryLater)}
 
     def call(self, attempt: Callable[[int], T], what: str,
-             sleep: Callable[[float], None] = time.sleep) -> T:
+             sleep: Callable[[float], None] = pause) -> T:
         """Run `attempt(n)` for n = 1, 2, ... until it returns or raises something final;
         `GaveUp` when every allowed attempt asked for another."""
         for state in tenacity.Retrying(sleep=sleep, **self._options(what)):

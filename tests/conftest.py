@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 # `mlbench` and `dvc` (and the stages DVC runs) come from this interpreter's environment, even
 # when pytest is started without activating it.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# No DVC usage analytics from test runs: each dvc command would start a daemon that tries to
+# reach the internet (CPU on a 2-core machine, for nothing).
+os.environ["DVC_NO_ANALYTICS"] = "1"
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml")
 
 

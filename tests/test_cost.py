@@ -54,6 +54,26 @@ def test_deployed_hours_come_from_the_runs_deployment_record(in_tmp):
     assert cost["cost_deployed_usd"] == pytest.approx(4.125, abs=0.02)
 
 
+def test_every_billed_unit_is_paid_for(in_tmp):
+    """Two Rekognition inference units running an hour bill two inference-unit hours, and a
+    busy endpoint's predictions cost twice as much as on one unit at the same rate."""
+    _model(in_tmp, train_seconds=60.0)
+    record = Deployment(paths.deployment_file("vertex", "beans", 20))
+    record.up("arn:model", units=2)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    record.update(since=since.isoformat(timespec="seconds"))
+    record.down()
+    cost = run_cost("vertex", "beans", 20, {"deployed_hour": 4.0}, 0, 10.0)
+    assert cost["deployed_hours"] == pytest.approx(1, abs=0.01)
+    assert cost["cost_deployed_usd"] == pytest.approx(8.0, abs=0.02)
+    assert cost["cost_per_1000_usd"] == pytest.approx(2 * 4.0 * 1000 / 36000)
+    # up again on one unit for half an hour: 2 + 0.5 unit-hours in all
+    record.up("arn:model", units=1)
+    half = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    record.update(since=half.isoformat(timespec="seconds"))
+    assert record.unit_seconds() / 3600 == pytest.approx(2.5, abs=0.01)
+
+
 def test_a_missing_price_leaves_the_figure_empty_never_zero(in_tmp):
     _model(in_tmp, train_seconds=60.0)
     cost = run_cost("vertex", "beans", 20, {}, 500, 10.0)

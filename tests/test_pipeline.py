@@ -59,7 +59,8 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
     assert acc["acc@0320"] == acc["acc@1280"] == "unavailable"
     assert acc["acc@0005"] < acc["acc@0020"] < acc["acc@0080"]
     assert acc["acc@0080"] >= 0.90
-    at80 = pd.read_csv(repro / "results" / "summary.csv").set_index("ablation").loc[80]
+    summary = pd.read_csv(repro / "results" / "summary.csv")
+    at80 = summary[(summary["dataset"] == "digits") & (summary["ablation"] == 80)].iloc[0]
     assert at80["load_throughput_rps"] > 0 and at80["latency_p50_ms"] > 0
     for name in ("learning_curve.png", "latency.png", "confusion_local_digits_80.png"):
         assert (repro / "results" / "plots" / name).stat().st_size > 5000
@@ -114,7 +115,7 @@ def test_renaming_the_aws_bucket_reruns_no_stage_of_the_local_service(repro):
 
     status = _status_after(repro, repro / "params.yaml", rename)
     # `check` validates every params change; then only the files that name the bucket
-    assert set(status) == {"check", "export@digits"}
+    assert set(status) == {"check", "export@digits", "export@animals"}
 
 
 @pytest.mark.slow
@@ -123,9 +124,11 @@ def test_editing_one_service_reruns_only_that_services_stages(repro):
     status = _status_after(repro, repro / "mlbench/services/vertex/service.py", comment)
     assert status == {}  # vertex is not in `services:`: nothing of the local run depends on it
     status = _status_after(repro, repro / "mlbench/services/local/head.py", comment)
-    assert set(status) == {"train@local-digits", "evaluate@local-digits", "load@local-digits"}
+    assert set(status) == {f"{stage}@local-{ds}" for stage in ("train", "evaluate", "load")
+                           for ds in ("digits", "animals")}
     status = _status_after(repro, repro / "mlbench/services/vertex/export.py", comment)
-    assert set(status) == {"export@digits"}  # the seed files in Vertex's format, no service
+    # the seed files in Vertex's format, no service stage
+    assert set(status) == {"export@digits", "export@animals"}
 
 
 @pytest.mark.slow

@@ -67,6 +67,10 @@ def test_finding1_killing_dvc_repro_ends_its_evaluate_and_a_rerun_is_exact(train
     running as an orphan, and the next run wrote beside it (471 / 901 lines for 450 images).
     DVC runs the stage with $SHELL: bash execs it, dash (/bin/sh here) stays in between."""
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=trained, check=True)
+    # `-s` runs the one stage, whose deps must exist: `measure` ahead of it is a no-op here
+    # (`schedule: serial`), so the evaluate stage itself scores, and is the one killed
+    _use_hog(trained, schedule="serial")
+    subprocess.run(["mlbench", "measure"], cwd=trained, check=True, capture_output=True)
     servers_before = _server_pids()
     out = paths.predictions_csv("local", "digits", 5)
     log = trained / "dvc.log"
@@ -269,3 +273,47 @@ def test_finding1_run_by_hand_a_command_outlives_its_parent(tmp_path):
     finally:
         os.kill(pid, signal.SIGTERM)  # and SIGTERM still ends it cleanly
     _wait(marker.exists, timeout=10, what="its finally block")
+
+
+WORKERS = textwrap.dedent("""
+    import sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    from mlbench import runlock
+    from mlbench.services.cloud import wait_for
+
+    runlock.guard_process()
+    follow = sys.argv[1] == "follow"
+
+    def work():
+        if follow:  # a training followed the way services follow one: never done here
+            wait_for(lambda: (False, "RUNNING", None), what="job", every=1.0, timeout=600,
+                     hint="")
+        else:  # work that never looks at the stop event
+            time.sleep(600)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(work) for _ in range(2)]
+        print("started", flush=True)
+        for f in futures:
+            f.result()
+""")
+
+
+@pytest.mark.parametrize("kind,within", [("follow", 3.0), ("ignore", runlock.STOP_GRACE + 3.0)])
+def test_a_sigtermed_stage_ends_even_while_its_worker_threads_wait(kind, within):
+    """`mlbench submit` follows its trainings in worker threads: a SIGTERM (sent by the kernel
+    when dvc is killed) must end the process, not leave it polling until the jobs end.
+    Waits through `wait_for` stop at once; anything else, after the grace period."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKERS, kind], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(0.3)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=within + 30)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert took < within, f"{kind}: still running {took:.1f} s after SIGTERM"
+    assert code in (128 + signal.SIGTERM, -signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Submit everything, then wait; score side by side; time single calls apart (issue 11)."""
+"""Submit everything, then wait; measure side by side; time single calls apart (issue 11)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,10 @@ def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, d
     assert len(acme.models) == created == 2
     assert [m.ids["model_id"] for m in models] == ["m1", "m2"]
     assert paths.model_json("acme", "digits", 20).exists()
-    # a second submit finds every model of the run trained
-    assert run_submit(params) == {}
+    # a second submit finds every model of the run trained, and says so in the same words (so
+    # the train stages, which depend on what it writes, stay up to date)
+    assert run_submit(params) == {"acme/digits/20": "trained", "acme/digits/5": "trained"}
+    assert len(acme.models) == 2
 
 
 def test_a_vendors_limit_keeps_its_trainings_one_at_a_time(acme_package, acme, digits_copy):  # noqa: F811
@@ -58,28 +60,30 @@ def test_a_vendors_limit_keeps_its_trainings_one_at_a_time(acme_package, acme, d
 
 
 def test_serial_schedule_starts_nothing_ahead(acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.measure import run_measure
     from mlbench.bench.schedule import run_submit
-    from mlbench.bench.score import run_score
 
     params = _params(digits_copy, acme, schedule="serial")
     assert run_submit(params) == {} and not acme.models
-    assert run_score(params) == {}
+    assert run_measure(params) == {}
 
 
-def test_runs_are_scored_side_by_side_and_latency_is_timed_one_call_at_a_time(
+def test_runs_are_measured_side_by_side_and_latency_is_timed_one_call_at_a_time(
         acme_package, acme, digits_copy):  # noqa: F811
+    from mlbench.bench.measure import run_measure
     from mlbench.bench.schedule import run_submit
-    from mlbench.bench.score import run_score
     from mlbench.bench.train import run_training
 
     acme.predict_delay = 0.05
-    params = _params(digits_copy, acme, evaluate={"concurrency": 4}, latency={"samples": 5})
+    params = _params(digits_copy, acme, evaluate={"concurrency": 4}, latency={"samples": 5},
+                     load={"calls": 12, "concurrency": 3})
     run_submit(params)
     run_training(params, "local", "digits")
     run_training(params, "acme", "digits")
-    scored = run_score(params)
-    assert set(scored) == {"local/digits/5", "local/digits/20", "acme/digits/5",
-                           "acme/digits/20"}
+    measured = run_measure(params)
+    assert set(measured) == {"local/digits/5", "local/digits/20", "acme/digits/5",
+                             "acme/digits/20"}
+    assert all(0 <= m["accuracy"] <= 1 and m["throughput_rps"] > 0 for m in measured.values())
     # two acme runs at once, 4 calls in flight each: more than one run's worth at a time
     assert acme.most_in_flight > 4
     for n in (5, 20):
@@ -92,12 +96,59 @@ def test_runs_are_scored_side_by_side_and_latency_is_timed_one_call_at_a_time(
         assert metrics["scoring_concurrency"] == 4
         # one call at a time: the fake's 50 ms, not the queueing of 8 in flight
         assert 50 <= metrics["latency_p50_ms"] < 200
+        load = read_json(paths.throughput_summary("acme", "digits", n))
+        assert load["calls"] == 12 and load["concurrency"] == 3
     calls = len(acme.server.log)
-    # the evaluate stages that follow only write metrics: no call is made again
+    # the evaluate and load stages that follow only find what was measured: no call again
     from mlbench.bench.evaluate import run_evaluation
+    from mlbench.bench.load import run_load
 
     run_evaluation(params, "acme", "digits")
+    run_load(params, "acme", "digits")
     assert len(acme.server.log) == calls
+    # other load settings are another test: the load stage runs it
+    other = parse_checked_params({**params.raw, "load": {"calls": 6, "concurrency": 3}})
+    [summary] = run_load(other, "acme", "digits", [5])
+    assert summary["calls"] == 6 and len(acme.server.log) == calls + 6
+
+
+def test_a_load_test_runs_alone_its_vendors_scoring_calls_wait():
+    """While a load test holds the vendor, no scoring call of that vendor starts, and the
+    load test starts only once the calls in flight have finished."""
+    import threading
+    import time
+
+    from mlbench.bench.traffic import VendorTraffic
+
+    traffic = VendorTraffic(None)
+    events: list[str] = []
+    in_call = threading.Event()
+
+    def scoring_call(tag: str, hold: float) -> None:
+        with traffic.call():
+            events.append(f"{tag} start")
+            in_call.set()
+            time.sleep(hold)
+            events.append(f"{tag} end")
+
+    first = threading.Thread(target=scoring_call, args=("a", 0.2))
+    first.start()
+    in_call.wait(5)
+
+    def load_test() -> None:
+        with traffic.alone():
+            events.append("load start")
+            time.sleep(0.2)
+            events.append("load end")
+
+    load = threading.Thread(target=load_test)
+    load.start()
+    time.sleep(0.05)  # the load test is now waiting for "a" to finish
+    second = threading.Thread(target=scoring_call, args=("b", 0.0))
+    second.start()
+    for t in (first, load, second):
+        t.join(5)
+    assert events == ["a start", "a end", "load start", "load end", "b start", "b end"]
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

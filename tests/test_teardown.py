@@ -53,8 +53,12 @@ def test_status_lists_what_is_up_with_its_cost_and_teardown_tears_down_the_run(
     assert "endpoints/7" in shown and "1.38" in shown and "2.75" in shown
     # the local service bills nothing: its teardown says so
     assert run_teardown(params) == ["local/digits/5: nothing billed"]
+    from mlbench.io import read_json
+
+    assert read_json(paths.teardown_file())["torn_down"] == ["local/digits/5: nothing billed"]
     kept = parse_checked_params({**data, "keep_deployed": True})
     assert run_teardown(kept) == []
+    assert read_json(paths.teardown_file()) == {"keep_deployed": True, "torn_down": []}
 
 
 def test_prices_are_checked_like_every_other_key():

@@ -32,6 +32,7 @@ import pandas as pd
 from mlbench import paths
 from mlbench.bench.runs import fingerprint, trained_models
 from mlbench.bench.stats import NO_LABEL, percentiles_ms, run_metrics
+from mlbench.bench.traffic import VendorTraffic
 from mlbench.console import err, progress
 from mlbench.core import ImageRef, ModelRef, Prediction
 from mlbench.data.diskspace import disk_full, is_disk_full
@@ -41,10 +42,9 @@ from mlbench.errors import ServiceCallError
 from mlbench.io import CsvAppender, atomic_write_json, read_csv_log, read_json, rewrite_csv_log
 from mlbench.params import Params
 from mlbench.redact import scrub
-from mlbench.runlock import writer_lock
+from mlbench.runlock import stop_point, writer_lock
 from mlbench.services.base import Service
 from mlbench.services.http import CallAgain
-from mlbench.services.ratelimit import RateLimiter
 from mlbench.services.registry import open_service
 
 HEADER = ["image", "actual_class", "predicted_class", "confidence", "invoke_time", "attempts",
@@ -106,6 +106,8 @@ class Resume:
     done: set[str]
     retried: int = 0  # error rows dropped, to be scored again
     dropped: int = 0  # torn, malformed or repeated rows dropped
+    #: The files were written for this model and test set (else they were started afresh).
+    same_model: bool = True
 
 
 def resume(out: Path, meta: Path, key: str, tests: list[ImageRef], retry: bool) -> Resume:
@@ -114,7 +116,7 @@ def resume(out: Path, meta: Path, key: str, tests: list[ImageRef], retry: bool) 
     if not (meta.exists() and read_json(meta).get("fingerprint") == key and out.exists()):
         out.unlink(missing_ok=True)
         atomic_write_json(meta, {"fingerprint": key})
-        return Resume(set())
+        return Resume(set(), same_model=False)
     log = read_csv_log(out, HEADER)
     classes = {t.name: t.class_name for t in tests}
     kept: dict[str, int] = {}  # image -> index of its row in `log`
@@ -141,11 +143,11 @@ def resume(out: Path, meta: Path, key: str, tests: list[ImageRef], retry: bool) 
 
 
 def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
-                   service: str | None = None, limiter: RateLimiter | None = None) -> dict:
+                   service: str | None = None, traffic: VendorTraffic | None = None) -> dict:
     """Score the test set with `model` (resuming), time the single-stream pass, write metrics.
 
-    `limiter`: the vendor's rate limiter, shared when several of its runs are scored at once
-    (the `score` stage); else one of the run's own, at the vendor's documented rate.
+    `traffic`: the vendor's calls, shared when several of its runs are measured at once (the
+    `measure` stage); else the run's own, at the vendor's documented rate.
     """
     service = service or model.service
     ds, n = model.dataset, model.ablation
@@ -166,12 +168,13 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
         err.print(f"{where}: resuming, {len(state.done)} scored, {len(todo)} to go")
     concurrency = params.evaluate.concurrency
     sample = latency_sample(tests, params) if concurrency > 1 else []
-    timed = _latency_done(paths.latency_csv(service, ds, n), state.done and key, sample)
+    timed = _latency_done(paths.latency_csv(service, ds, n), state.same_model, sample)
     if todo or len(timed) < len(sample):
         with open_service(params, service, ds, n) as svc:
             svc.connect(model)
             if todo:
-                _score(svc, todo, out, concurrency, limiter or RateLimiter(svc.max_rps), where)
+                _score(svc, todo, out, concurrency, traffic or VendorTraffic(svc.max_rps),
+                       where)
             if len(timed) < len(sample):
                 _time_singles(svc, [t for t in sample if t.name not in timed],
                               paths.latency_csv(service, ds, n), where)
@@ -188,7 +191,7 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
 
 
 def _score(svc: Service, todo: list[ImageRef], out: Path, concurrency: int,
-           limiter: RateLimiter, where: str) -> None:
+           traffic: VendorTraffic, where: str) -> None:
     """Call the service once per image, `concurrency` calls in flight, appending each row as
     its answer comes (one writer: rows are whole lines, under a lock)."""
     lock = threading.Lock()
@@ -198,8 +201,10 @@ def _score(svc: Service, todo: list[ImageRef], out: Path, concurrency: int,
 
         def one(t: ImageRef) -> None:
             nonlocal right, scored
-            limiter.acquire()
-            pred, elapsed = timed_call(svc, t.path.read_bytes())
+            stop_point()  # queued images of a killed run are left for the next one
+            image = t.path.read_bytes()
+            with traffic.call():
+                pred, elapsed = timed_call(svc, image)
             if isinstance(pred, ServiceCallError):
                 row = [t.name, t.class_name, NO_LABEL, "", f"{elapsed:.6f}", pred.attempts,
                        error_text(pred)]
@@ -230,9 +235,10 @@ def latency_sample(tests: list[ImageRef], params: Params) -> list[ImageRef]:
     return random.Random(f"{params.seed}/latency").sample(tests, params.latency.samples)
 
 
-def _latency_done(path: Path, fresh_ok: object, sample: list[ImageRef]) -> set[str]:
-    """Images of the pass already timed for this model (none when the model changed)."""
-    if not fresh_ok or not sample:
+def _latency_done(path: Path, same_model: bool, sample: list[ImageRef]) -> set[str]:
+    """Images of the pass already timed for this model (none when the model changed: a
+    predictions file cut short keeps the timings, which do not depend on it)."""
+    if not same_model or not sample:
         path.unlink(missing_ok=True)
         return set()
     wanted = {t.name for t in sample}

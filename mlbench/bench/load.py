@@ -7,6 +7,11 @@ milliseconds of scheduling to every latency it reports. Services without an HTTP
 (boto3-based) fall back to a thread pool, and the summary says so. Latency uses the monotonic
 high-resolution clock; errors are counted, never fatal, and their text is scrubbed of
 credentials. The stage holds the (service, dataset) writer lock while it runs.
+
+A model is load-tested once for its settings: `summary.json` records what the test ran with
+(the model, the `load` params, the images), and a test already run with the same is kept. The
+`measure` stage runs the tests ahead of this stage, each while its vendor's endpoint serves
+nothing else of ours; this stage then finds them.
 """
 
 from __future__ import annotations
@@ -14,19 +19,19 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from mlbench import paths
-from mlbench.bench.runs import trained_models
+from mlbench.bench.runs import fingerprint, trained_models
 from mlbench.bench.stats import percentiles_ms
 from mlbench.console import err
-from mlbench.core import Prediction
+from mlbench.core import ImageRef, ModelRef, Prediction
 from mlbench.data.diskspace import disk_full, is_disk_full
 from mlbench.data.export import load_test_images
 from mlbench.errors import ServiceCallError
-from mlbench.io import atomic_write_csv, atomic_write_json
+from mlbench.io import atomic_write_csv, atomic_write_json, read_json
 from mlbench.params import LoadParams, Params
 from mlbench.redact import scrub
 from mlbench.runlock import writer_lock
@@ -114,9 +119,11 @@ def _drive_threads(svc: Service, images: list[bytes], cfg: LoadParams,
         return list(pool.map(one, range(cfg.calls)))
 
 
-def drive(svc: Service, images: list[bytes], cfg: LoadParams) -> tuple[list[CallRecord], str]:
-    """Run the load test against a connected service; returns the calls and the client kind."""
-    limiter = RateLimiter(svc.max_rps)
+def drive(svc: Service, images: list[bytes], cfg: LoadParams,
+          limiter: RateLimiter | None = None) -> tuple[list[CallRecord], str]:
+    """Run the load test against a connected service; returns the calls and the client kind.
+    `limiter`: the vendor's rate (its own, at the documented rate, unless given)."""
+    limiter = limiter or RateLimiter(svc.max_rps)
     if isinstance(svc, HttpService):
         svc.retry = replace(svc.retry, timeout=cfg.timeout)
         return asyncio.run(_drive_async(svc, images, cfg, limiter)), "asyncio"
@@ -165,20 +172,34 @@ def run_load(params: Params, service: str, ds: str, sizes: list[int] | None = No
 
 def _run_load(params: Params, service: str, ds: str, sizes: list[int] | None) -> list[dict]:
     tests = load_test_images(ds)
-    cfg = params.load
-    images = [t.path.read_bytes() for t in tests[: cfg.calls]]
-    summaries = []
-    for model in trained_models(params, service, ds, sizes):
-        n = model.ablation
-        with open_service(params, service, ds, n) as svc:
-            svc.connect(model)
-            err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "
-                      f"({cfg.mode})")
-            records, client = drive(svc, images, cfg)
-        summary = summarise(records, cfg, client)
-        write_results(records, summary, service, ds, n)
-        err.print(f"load {service}/{ds}/{n}: {summary['throughput_rps']:.1f} req/s, "
-                  f"p50 {summary['latency_p50_ms']:.1f} ms, p95 {summary['latency_p95_ms']:.1f} "
-                  f"ms, {summary['errors']} errors, {summary['retries']} retries")
-        summaries.append(summary)
-    return summaries
+    return [load_model(params, model, tests, service)
+            for model in trained_models(params, service, ds, sizes)]
+
+
+def load_model(params: Params, model: ModelRef, tests: list[ImageRef],
+               service: str | None = None, limiter: RateLimiter | None = None) -> dict:
+    """The load test of one model, or the one already run for this model with these settings
+    (the `measure` stage runs them ahead of the `load` stages, which then only find them)."""
+    service = service or model.service
+    ds, n, cfg = model.dataset, model.ablation, params.load
+    chosen = tests[: cfg.calls]
+    inputs = fingerprint(model.to_json(), asdict(cfg), [t.name for t in chosen])
+    done = paths.throughput_summary(service, ds, n)
+    if done.exists() and paths.throughput_csv(service, ds, n).exists():
+        summary = read_json(done)
+        if summary.get("inputs") == inputs:
+            err.print(f"load {service}/{ds}/{n}: measured already, {summary['throughput_rps']:.1f}"
+                      " req/s")
+            return summary
+    images = [t.path.read_bytes() for t in chosen]
+    with open_service(params, service, ds, n) as svc:
+        svc.connect(model)
+        err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "
+                  f"({cfg.mode})")
+        records, client = drive(svc, images, cfg, limiter)
+    summary = {**summarise(records, cfg, client), "inputs": inputs}
+    write_results(records, summary, service, ds, n)
+    err.print(f"load {service}/{ds}/{n}: {summary['throughput_rps']:.1f} req/s, "
+              f"p50 {summary['latency_p50_ms']:.1f} ms, p95 {summary['latency_p95_ms']:.1f} "
+              f"ms, {summary['errors']} errors, {summary['retries']} retries")
+    return summary

@@ -6,11 +6,14 @@ trainings. This stage starts every (service, dataset, ablation) training that ha
 model, all at once within each vendor's `max_concurrent_trainings` (the next one starts as soon
 as one ends), and follows them together, so the wall time is that of the longest queue.
 
-It records nothing of its own: each service records its job the moment it exists (a killed run
-re-attaches and never submits twice), and the `train` stages that follow find every model
-trained and write its `model.json`. Services that train on this machine (`local_compute`) are
-left to their `train` stage: starting them early gains nothing. `schedule: serial` skips this
-stage: the `train` stages then train one model after the other, as the seed did.
+Each service records its job the moment it exists (a killed run re-attaches and never submits
+twice), and the `train` stages that follow find every model trained and write its
+`model.json`. The stage's own output, `results/trainings.json`, says how each training of the
+run stands ("trained", or why not): the same whatever run trained it, so a rerun that had
+nothing to start leaves the `train` stages up to date. Services that train on this machine
+(`local_compute`) are left to their `train` stage: starting them early gains nothing.
+`schedule: serial` skips this stage: the `train` stages then train one model after the other,
+as the seed did.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from mlbench.data.prepare import manifest_hashes
 from mlbench.errors import ServiceError, UserError
 from mlbench.io import atomic_write_json
 from mlbench.params import Params
+from mlbench.runlock import stop_point
 from mlbench.services.registry import open_service, service_class
 
 #: At most this many trainings are followed at once in one process (threads that mostly wait).
@@ -47,10 +51,10 @@ class Planned:
         return self.service, self.dataset, self.ablation
 
 
-def plan(params: Params) -> list[Planned]:
-    """Every training the run needs: no model recorded for the run's current inputs, not a
-    resource given by hand, and not a service that trains on this machine."""
-    needed = []
+def plan(params: Params) -> tuple[list[Planned], list[Planned]]:
+    """The run's trainings on a vendor's machines: those it needs (no model recorded for the
+    run's current inputs, not a resource given by hand), and those already done."""
+    needed, done = [], []
     for service in params.services:
         if service_class(service).local_compute:
             continue
@@ -62,9 +66,10 @@ def plan(params: Params) -> list[Planned]:
                     key = split_fingerprint(svc, load_split(ds, n), sha, given)
                 model = ModelRef.load(paths.model_json(service, ds, n))
                 if given or (model is not None and model.details.get("fingerprint") == key):
-                    continue
-                needed.append(Planned(service, ds, n))
-    return needed
+                    done.append(Planned(service, ds, n))
+                else:
+                    needed.append(Planned(service, ds, n))
+    return needed, done
 
 
 def limit_of(params: Params, service: str, wanted: int) -> int:
@@ -84,6 +89,7 @@ def _train(params: Params, run: Planned, slots: threading.Semaphore, board: Boar
         svc.upload(split)
         board.set(run.key, "waiting for a slot")
         with slots:
+            stop_point()  # a killed run starts nothing more; the next run re-attaches
             job = svc.submit(split)
             board.set(run.key, "training")
             model = svc.wait(job)
@@ -93,16 +99,18 @@ def _train(params: Params, run: Planned, slots: threading.Semaphore, board: Boar
 
 
 def run_submit(params: Params) -> dict[str, str]:
-    """Train everything the run needs at once; `results/trainings.json` says how each ended."""
+    """Train everything the run needs at once; `results/trainings.json` says how each of the
+    run's trainings stands."""
     outcomes: dict[str, str] = {}
     if params.schedule == "serial":
         err.print("schedule: serial: each train stage trains its models one after the other")
     else:
-        runs = plan(params)
+        runs, done = plan(params)
+        outcomes = {"/".join(map(str, run.key)): "trained" for run in done}
         if not runs:
             err.print("every model of the run is trained: nothing to submit")
         else:
-            outcomes = _run_all(params, runs)
+            outcomes.update(_run_all(params, runs))
     atomic_write_json(paths.trainings_file(), dict(sorted(outcomes.items())))
     failed = {k: v for k, v in outcomes.items() if v != "trained"}
     if failed:

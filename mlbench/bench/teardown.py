@@ -1,9 +1,10 @@
 """`teardown` stage and `mlbench status`: nothing billed stays up after a run unless asked.
 
 Deployed endpoints bill by the hour (Vertex per node-hour, Rekognition per inference-unit
-hour) whether anyone calls them or not. The pipeline's last stage tears down every model the
-run's services deployed (`keep_deployed: true` keeps them), and `mlbench status` lists what is
-up now, for how long, and what it costs per hour (`prices.<service>.deployed_hour`).
+hour) whether anyone calls them or not. The pipeline's stage after every evaluate and load
+tears down every model the run's services deployed (`keep_deployed: true` keeps them), and
+`mlbench status` lists what is up now, for how long, and what it costs per hour
+(`prices.<service>.deployed_hour`, per billed unit).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mlbench.bench.runs import selected_sizes
 from mlbench.console import err, out, warn
 from mlbench.core import ModelRef
 from mlbench.errors import ServiceError, UserError
+from mlbench.io import atomic_write_json
 from mlbench.params import Params
 from mlbench.services.cloud import Deployment
 from mlbench.services.registry import open_service
@@ -22,9 +24,11 @@ from mlbench.services.registry import open_service
 
 def run_teardown(params: Params) -> list[str]:
     """Tear down the deployed models of every (service, dataset, size) of the run; one line
-    each. Every model is tried even when one fails; then the failures are one error."""
+    each, also written to `results/teardown.json` (what the report waits on). Every model is
+    tried even when one fails; then the failures are one error."""
     if params.keep_deployed:
         err.print("keep_deployed: true: nothing torn down (`mlbench status` lists what bills)")
+        atomic_write_json(paths.teardown_file(), {"keep_deployed": True, "torn_down": []})
         return []
     done, failed = [], []
     for service in params.services:
@@ -42,6 +46,8 @@ def run_teardown(params: Params) -> list[str]:
                     continue
                 err.print(line)
                 done.append(line)
+    atomic_write_json(paths.teardown_file(), {"keep_deployed": False, "torn_down": done,
+                                              "failed": failed})
     if failed:
         raise ServiceError(f"{len(failed)} teardown(s) failed (rerun `mlbench teardown`, or "
                            f"stop them by hand: `mlbench status` lists them); first: "
@@ -59,7 +65,7 @@ class Billed:
     resource: str
     since: str
     hours: float
-    per_hour: float | None
+    per_hour: float | None  # all its billed units together
 
     @property
     def so_far(self) -> float | None:
@@ -76,7 +82,8 @@ def billed(params: Params) -> list[Billed]:
         service, ds = path.parent.parent.name, path.parent.name
         rate = params.prices.get(service, {}).get("deployed_hour")
         found.append(Billed(service, ds, int(path.stem), str(record.get("resource")),
-                            str(record.get("since")), record.seconds_up() / 3600, rate))
+                            str(record.get("since")), record.seconds_up() / 3600,
+                            None if rate is None else rate * record.units))
     return found
 
 

@@ -28,8 +28,6 @@ from mlbench.io import atomic_write_bytes, atomic_write_csv
 
 GENERIC = ("filename", "class")
 TEST_HEADER = GENERIC
-#: The seed's Azure ML files: a header, then `azureml://<folder>/<file>,<class>`.
-AZURE_HEADER = ("image_url", "label")
 #: The bucket named in exported files when params.yaml names none (its default).
 DEFAULT_BUCKET = "mlbench-images"
 
@@ -71,20 +69,12 @@ def export_target(ds: str, buckets: Mapping[str, str]) -> ExportTarget:
 
 
 def export_generic(target: ExportTarget) -> int:
-    """The seed's generic train/val files per size (`file,class` rows, no header line), and its
-    Azure ML files (written here until an Azure service owns them: no service reads them)."""
+    """The seed's generic train/val files per size (`file,class` rows, no header line)."""
     ds, written = target.dataset, 0
     for n, split in target.splits.items():
         for name, refs in (("train", split.train), ("val", split.val)):
             written += target.write_csv(paths.ablation_csv(ds, name, n), None, pairs(refs))
-            written += target.write_csv(paths.ablation_csv(ds, name, n, "azure"), AZURE_HEADER,
-                                        azure_rows(name, refs))
-    return written + target.write_csv(paths.test_csv(ds, "azure"), AZURE_HEADER,
-                                      azure_rows("test", target.tests))
-
-
-def azure_rows(split: str, refs: Iterable[ImageRef]) -> list[tuple[str, str]]:
-    return [(f"azureml://{paths.UPLOAD_FOLDERS[split]}/{r.name}", r.class_name) for r in refs]
+    return written
 
 
 def export_all(ds: str, buckets: Mapping[str, str],

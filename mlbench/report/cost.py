@@ -6,9 +6,10 @@ and its calls (the test set, the single-stream pass, the load test). With a serv
 `prices.<service>` (`training_hour`, `deployed_hour`, `per_1000_calls`, USD) that gives:
 
 - `cost_training_usd`: the price of the trained model;
-- `cost_deployed_usd`: what this run's deployment cost while it was up;
+- `cost_deployed_usd`: what this run's deployment cost while it was up (hours times the billed
+  units it ran on: nodes, inference units, instances);
 - `cost_per_1000_usd`: the price of 1,000 predictions with the endpoint kept busy at the
-  throughput the load test measured (its hour spread over the calls it can answer in an hour)
+  throughput the load test measured (its units' hour spread over the calls it answers in an hour)
   plus any per-call price: what a user serving traffic pays, whatever this run's schedule.
 
 A price that params.yaml does not give leaves its figure empty, never zero.
@@ -40,8 +41,11 @@ def run_cost(service: str, ds: str, n: int, prices: dict[str, float], calls: int
              throughput_rps: float | None) -> dict[str, Any]:
     """The cost columns of one run (None where a price or a measurement is missing)."""
     hours = training_hours(ModelRef.load(paths.model_json(service, ds, n)))
-    record = paths.deployment_file(service, ds, n)
-    deployed = Deployment(record).seconds_up() / 3600 if record.exists() else 0.0
+    path = paths.deployment_file(service, ds, n)
+    record = Deployment(path) if path.exists() else None
+    deployed = record.seconds_up() / 3600 if record else 0.0
+    unit_hours = record.unit_seconds() / 3600 if record else 0.0
+    units = record.units if record else 1
 
     def times(amount: float | None, key: str) -> float | None:
         price = prices.get(key)
@@ -51,9 +55,9 @@ def run_cost(service: str, ds: str, n: int, prices: dict[str, float], calls: int
     per_call, per_hour = prices.get("per_1000_calls"), prices.get("deployed_hour")
     busy = throughput_rps if throughput_rps and math.isfinite(throughput_rps) else None
     if per_call is not None or (per_hour is not None and busy):
-        per_1000 = (per_call or 0.0) + (per_hour * 1000 / (3600 * busy)
+        per_1000 = (per_call or 0.0) + (per_hour * units * 1000 / (3600 * busy)
                                         if per_hour and busy else 0.0)
     return {"training_hours": hours, "deployed_hours": deployed, "calls": calls,
             "cost_training_usd": times(hours, "training_hour"),
-            "cost_deployed_usd": times(deployed, "deployed_hour"),
+            "cost_deployed_usd": times(unit_hours, "deployed_hour"),
             "cost_per_1000_usd": per_1000}

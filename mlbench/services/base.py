@@ -70,7 +70,7 @@ class ServiceSettings:
 class ServiceContext:
     """What a service gets: its settings, the run it serves, and a folder of its own.
 
-    `state_dir` (`results/runs/<svc>/<ds>/models/<n>/`) is where a service records what it
+    `state_dir` (`results/models/<svc>/<ds>/<n>/`) is where a service records what it
     created (uploads, dataset ids, job ids) so a rerun continues instead of duplicating.
     `in_flight` is the most calls the harness will have in flight at once (to size pools).
     """

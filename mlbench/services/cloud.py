@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from mlbench.core import utc_now
 from mlbench.errors import ServiceError
 from mlbench.io import CsvAppender, atomic_write_json, read_csv_log, read_json
+from mlbench.runlock import pause
 
 T = TypeVar("T")
 
@@ -76,27 +77,44 @@ class Deployment(StateStore):
 
     Services call `up()` when they deploy or start a model and `down()` when they undeploy,
     stop or pause it; `mlbench status` and the cost figures read it. It lives outside DVC's
-    outputs (`paths.deployment_file`)."""
+    outputs (`paths.deployment_file`). `units` is how many billed units run (Vertex nodes,
+    Rekognition inference units, Azure ML instances): `prices.<service>.deployed_hour` is the
+    price of one unit for one hour."""
 
-    def up(self, resource: str, **details: Any) -> None:
-        """Record that `resource` is deployed now (kept as it is when already recorded up)."""
+    def up(self, resource: str, *, units: int = 1, **details: Any) -> None:
+        """Record that `resource` is deployed now on `units` billed units (kept as it is when
+        already recorded up)."""
         if not self.get("up") or self.get("resource") != resource:
-            self.update(up=True, resource=resource, since=utc_now(), **details)
+            self.update(up=True, resource=resource, since=utc_now(), units=units, **details)
 
     def down(self) -> None:
         """Record the end of the current deployment, adding its time to the run's total."""
         if self.get("up"):
             self.update(up=False, since=None, down_at=utc_now(),
-                        deployed_seconds=self.seconds_up())
+                        deployed_seconds=self.seconds_up(),
+                        deployed_unit_seconds=self.unit_seconds())
+
+    @property
+    def units(self) -> int:
+        return int(self.get("units") or 1)
+
+    def _current(self, now: dt.datetime | None) -> float:
+        since = self.get("since")
+        if not (self.get("up") and since):
+            return 0.0
+        now = now or dt.datetime.now(dt.UTC)
+        return max(0.0, (now - dt.datetime.fromisoformat(since)).total_seconds())
 
     def seconds_up(self, now: dt.datetime | None = None) -> float:
         """Seconds deployed in all: past deployments plus the current one, if up."""
-        total = float(self.get("deployed_seconds") or 0.0)
-        since = self.get("since")
-        if self.get("up") and since:
-            now = now or dt.datetime.now(dt.UTC)
-            total += max(0.0, (now - dt.datetime.fromisoformat(since)).total_seconds())
-        return total
+        return float(self.get("deployed_seconds") or 0.0) + self._current(now)
+
+    def unit_seconds(self, now: dt.datetime | None = None) -> float:
+        """What is billed: seconds deployed times the units each deployment ran on."""
+        past = self.get("deployed_unit_seconds")
+        if past is None:  # a record from before units were kept: one unit
+            past = self.get("deployed_seconds") or 0.0
+        return float(past) + self._current(now) * self.units
 
 
 class UploadLog:
@@ -131,7 +149,7 @@ def duration(seconds: float) -> str:
 
 
 def wait_for(check: Callable[[], tuple[bool, str, T]], *, what: str, every: float,
-             timeout: float, hint: str, sleep: Callable[[float], None] = time.sleep,
+             timeout: float, hint: str, sleep: Callable[[float], None] = pause,
              clock: Callable[[], float] = time.monotonic) -> T:
     """Call `check()` every `every` seconds until it reports done; return its payload.
 
