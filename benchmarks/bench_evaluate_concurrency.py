@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,22 @@ def one_run(base: dict[str, Any], concurrency: int, images: int, run: int) -> di
             "latency_p99_ms": metrics["latency_p99_ms"], "errors": metrics["errors"]}
 
 
+def bare_requests_p50_ms(url: str, images: list[bytes]) -> float:
+    """p50 of plain `requests.Session().post` calls, one at a time, to the same server: the
+    floor any Python HTTP client here adds to the server's time (no mlbench code at all)."""
+    import requests
+
+    seconds = []
+    with requests.Session() as session:
+        for image in images:
+            start = time.perf_counter()
+            answer = session.post(url, data=image,
+                                  headers={"Content-Type": "application/octet-stream"})
+            answer.raise_for_status()  # the body is read: as a client does
+            seconds.append(time.perf_counter() - start)
+    return 1000 * statistics.median(seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=400, help="test images scored per run")
@@ -131,6 +148,7 @@ def main() -> None:
     base = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "datasets": [DS],
             "latency": {"samples": args.samples}}
     rounds: list[dict[str, Any]] = []
+    floor: list[float] = []  # bare requests p50 per round
     with tempfile.TemporaryDirectory(prefix="mlbench-bench-eval-") as tmp, \
             answering_server(args.delay) as server:
         project = Path(tmp)
@@ -139,7 +157,9 @@ def main() -> None:
             (project / "data" / DS / name).symlink_to(ROOT / "data" / DS / name)
         with chdir(project), served_by(server.url, project / "state"):
             write_test_table(DS, None, 0)  # the whole test split
+            sample = [t.path.read_bytes() for t in load_test_images(DS)[:args.samples]]
             for r in range(args.repeat):
+                floor.append(bare_requests_p50_ms(server.url, sample))
                 for concurrency in (1, 8):
                     say(f"round {r + 1}/{args.repeat}: concurrency {concurrency}, "
                         f"{args.images} images")
@@ -166,9 +186,14 @@ def main() -> None:
           f"stage incl. the single-stream pass {statistics.median(stage_speedups):.2f}x; "
           f"single-stream p50 {p50:.2f} ms, {off:.1%} off {args.delay * 1000:.0f} ms "
           f"(target <= {TARGET_P50_TOLERANCE:.0%}): {verdict}")
+    bare = statistics.median(floor)
+    print(f"bare requests.Session posts to the same server, one at a time: p50 {bare:.2f} ms "
+          f"(per round: {', '.join(f'{x:.2f}' for x in floor)}); the single-stream p50 is "
+          f"{(p50 - bare) / bare:+.1%} from it")
     results = {**meta, "rounds": rounds, "scoring_speedup": speedup,
                "scoring_speedups": speedups, "stage_speedups": stage_speedups,
-               "single_stream_p50_ms": p50, "p50_off": off, "verdict": verdict}
+               "single_stream_p50_ms": p50, "p50_off": off, "verdict": verdict,
+               "bare_requests_p50_ms": bare, "bare_requests_p50_ms_per_round": floor}
     path = write_result("evaluate_concurrency", results, vars(args))
     say(f"wrote {path}")
 
