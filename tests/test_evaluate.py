@@ -282,6 +282,29 @@ class _Scripted:
         return Prediction(key[:4], 0.5, None, 1)
 
 
+def test_the_single_stream_pass_takes_the_vendors_shared_rate_too(digits_copy, monkeypatch):
+    """Runs of one vendor measured at once share its rate limit: the single calls of one run's
+    latency pass must take their tokens as its scoring calls do, or together they exceed it."""
+    from mlbench.bench import evaluate as ev
+    from mlbench.bench.traffic import VendorTraffic
+    from mlbench.core import ModelRef
+    from mlbench.data.export import load_test_images, write_test_table
+
+    _use_hog(digits_copy, test_per_class=2)
+    write_test_table("digits", 2, 0)
+    tests = load_test_images("digits")
+    calls: list[str] = []
+    monkeypatch.setattr(ev, "open_service", lambda *a, **k: _Scripted(set(), calls))
+    traffic = VendorTraffic(1000.0)
+    tokens: list[int] = []
+    real_acquire = traffic.rate.acquire
+    monkeypatch.setattr(traffic.rate, "acquire", lambda: (tokens.append(1), real_acquire())[1])
+    model = ModelRef(service="local", dataset="digits", ablation=5, ids={"model": "scripted"})
+    metrics = ev.evaluate_model(load_params(), model, tests, traffic=traffic)
+    assert metrics["latency_calls"] == len(tests)  # 20 test images, all in the pass
+    assert len(calls) == 2 * len(tests) and len(tokens) == len(calls)
+
+
 def test_finding2_any_cut_and_rerun_scores_every_image_exactly_once(digits_copy, monkeypatch):
     """Property: cut predictions.csv at any byte, rerun: every test image has exactly one row,
     and no image whose complete prediction row survived the cut is called again."""

@@ -172,12 +172,12 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
     if todo or len(timed) < len(sample):
         with open_service(params, service, ds, n) as svc:
             svc.connect(model)
+            vendor = traffic or VendorTraffic(svc.max_rps)
             if todo:
-                _score(svc, todo, out, concurrency, traffic or VendorTraffic(svc.max_rps),
-                       where)
+                _score(svc, todo, out, concurrency, vendor, where)
             if len(timed) < len(sample):
                 _time_singles(svc, [t for t in sample if t.name not in timed],
-                              paths.latency_csv(service, ds, n), where)
+                              paths.latency_csv(service, ds, n), where, vendor)
     table = pd.read_csv(out, dtype={"predicted_class": str, "actual_class": str, "error": str},
                         keep_default_na=False)
     metrics = run_metrics(table)
@@ -246,11 +246,17 @@ def _latency_done(path: Path, same_model: bool, sample: list[ImageRef]) -> set[s
             if row[0] in wanted and not row[3]}
 
 
-def _time_singles(svc: Service, todo: list[ImageRef], path: Path, where: str) -> None:
-    """One call at a time, nothing else in flight: each row the time of one call alone."""
+def _time_singles(svc: Service, todo: list[ImageRef], path: Path, where: str,
+                  traffic: VendorTraffic) -> None:
+    """One call at a time, nothing else of this run in flight: each row the time of one call.
+    Each call takes a token of the vendor's shared rate first (other runs of the vendor may be
+    scoring at once), outside the timed part."""
     with CsvAppender(path, LATENCY_HEADER) as log:
         for t in progress(todo, desc=f"latency {where}", unit="call"):
-            pred, elapsed = timed_call(svc, t.path.read_bytes())
+            stop_point()
+            image = t.path.read_bytes()
+            traffic.rate.acquire()
+            pred, elapsed = timed_call(svc, image)
             failed = isinstance(pred, ServiceCallError)
             log.write([t.name, f"{elapsed:.6f}", pred.attempts,
                        error_text(pred) if failed else ""])
