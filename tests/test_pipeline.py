@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,11 @@ from tests.conftest import REPO, make_project
 from tests.seed_rules import check_seed_files
 
 GIT = ["git", "-c", "user.name=mlbench test", "-c", "user.email=test@mlbench.local"]
+
+#: The module's first test also sets up `repro`: the whole default pipeline (EfficientNet-Lite0's
+#: graph built, both built-in datasets embedded), about 4 minutes on 2 idle cores and twice that
+#: on a loaded one, past the suite's 300 s default.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -29,9 +33,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory) -> Path:
-    """A fresh project after one full `dvc repro`: default params, a lighter test and load."""
+    """A fresh project after one full `dvc repro`: default params, a lighter test, latency
+    pass and load."""
     root = make_project(tmp_path_factory.mktemp("e2e"), params={
-        "test_per_class": 30,
+        "test_per_class": 30, "latency": {"samples": 50},
         "load": {"calls": 100, "concurrency": 10, "mode": "batch", "timeout": 30}})
     run(["dvc", "repro"], root)
     return root
@@ -74,10 +79,10 @@ def test_repro_produces_the_data_the_results_and_the_plots(repro):
 
 @pytest.mark.slow
 def test_second_repro_runs_nothing(repro):
-    start = time.monotonic()
+    """Nothing stale after a full run: no stage runs (how long the check takes is a machine's
+    load, not a behaviour: no timing assert here)."""
     out = run(["dvc", "repro"], repro).stdout
     assert "Running stage" not in out
-    assert time.monotonic() - start < 15  # 5 s on an idle machine; the suite loads it
 
 
 @pytest.mark.slow
