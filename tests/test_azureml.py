@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import re
@@ -22,7 +21,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from mlbench import paths
@@ -40,6 +38,7 @@ from mlbench.services.azureml.settings import Settings
 from mlbench.services.registry import open_service, service_class
 from tests.conftest import REPO
 from tests.fakes.azureml import AZURITE_ACCOUNT, AZURITE_KEY, AzureMLFake, AzureMLState, Fault
+from tests.images import image_bytes
 
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "mlbench-rg"
@@ -126,15 +125,6 @@ def fake(blobs, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("IDENTITY_ENDPOINT", f"{fk.url}/msi/token")
         monkeypatch.setenv("IDENTITY_HEADER", fk.state.identity_header)
         yield fk
-
-
-def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
-    """A small PNG of one colour with a unique pixel (no two images are identical)."""
-    img = Image.new("RGB", (16, 16), rgb)
-    img.putpixel((seed % 16, (seed // 16) % 16), ((seed * 37) % 256, (seed * 91) % 256, 7))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def make_data(n: int = 5, tests_per_class: int = 3) -> tuple[AblationSplit, list[ImageRef]]:

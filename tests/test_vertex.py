@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import re
 import sys
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
 from typer.testing import CliRunner
 
 from mlbench import paths
@@ -44,6 +42,7 @@ from mlbench.services.vertex.service import (
 )
 from mlbench.services.vertex.settings import Settings
 from tests.fakes.vertex import Fault, VertexFake, VertexState, write_service_account_key
+from tests.images import image_bytes
 
 PROJECT = "mlbench-test"
 BUCKET = "mlbench-test-images"
@@ -114,15 +113,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GCLOUD_PROJECT",
                 "CLOUDSDK_CORE_PROJECT"):
         monkeypatch.delenv(var, raising=False)
-
-
-def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
-    """A small PNG of one colour with a unique pixel (no two images are identical)."""
-    img = Image.new("RGB", (16, 16), rgb)
-    img.putpixel((seed % 16, (seed // 16) % 16), ((seed * 37) % 256, (seed * 91) % 256, 7))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def make_data(n: int = 5, tests_per_class: int = 5) -> tuple[AblationSplit, list[ImageRef]]:
