@@ -15,7 +15,10 @@ In interleaved rounds, on the same `--images` test images of the prepared `digit
 
 Reported: the scoring pass's seconds at each concurrency and their ratio (target >= 6x), the
 single-stream p50 against the server's 50 ms (target within 5%), and the whole stage's time
-(scoring + single-stream pass) for each.
+(scoring + single-stream pass) for each. Beside them, in every round, bare clients' p50 against
+the same server (`bare_client_p50_ms`): urllib3 (the library `evaluate` sends through),
+`requests`, and a raw socket (no HTTP library): what a call costs this machine beyond the
+server's 50 ms whoever makes it.
 
 Needs the prepared `digits` in the project (`mlbench fetch digits && mlbench prepare digits`);
 work files go to a temp project. Run from the project root:
@@ -27,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
+import socket
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from _common import ROOT, Stopwatch, chdir, check_quiet, print_table, say, write_result
@@ -117,20 +123,66 @@ def one_run(base: dict[str, Any], concurrency: int, images: int, run: int) -> di
             "latency_p99_ms": metrics["latency_p99_ms"], "errors": metrics["errors"]}
 
 
-def bare_requests_p50_ms(url: str, images: list[bytes]) -> float:
-    """p50 of plain `requests.Session().post` calls, one at a time, to the same server: the
-    floor any Python HTTP client here adds to the server's time (no mlbench code at all)."""
-    import requests
+class RawSocketClient:
+    """The least a client can do: one keep-alive TCP connection, a POST written with one
+    `sendall`, the answer read up to its Content-Length; no HTTP library, no parsing beyond
+    that. What it measures over the server's time is this machine's own cost of a call
+    (loopback, waking a blocked thread after the wait, two syscalls), which no client avoids."""
 
-    seconds = []
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     "Content-Type: application/octet-stream\r\n")
+
+    def post(self, image: bytes) -> bytes:
+        self.sock.sendall(f"{self.head}Content-Length: {len(image)}\r\n\r\n".encode() + image)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        while len(body) < length:
+            body += self._recv()
+        return body
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def bare_client_p50_ms(url: str, images: list[bytes]) -> dict[str, float]:
+    """p50 of plain posts, one at a time, to the same server, interleaved call by call, by:
+    a bare `urllib3.PoolManager` (the library `evaluate` calls through, without any mlbench
+    code), a bare `requests.Session` (what `evaluate` used before: it re-reads the environment
+    on every call) and `RawSocketClient` (no HTTP library: this machine's floor)."""
+    import requests
+    import urllib3
+
+    pool = urllib3.PoolManager()
+    raw = RawSocketClient(url)
+    headers = {"Content-Type": "application/octet-stream"}
+    clients = {"urllib3": lambda image: pool.request("POST", url, body=image, headers=headers,
+                                                     retries=False).data,
+               "raw_socket": raw.post}
     with requests.Session() as session:
+        clients["requests"] = lambda image: session.post(url, data=image,
+                                                         headers=headers).content
+        seconds: dict[str, list[float]] = {name: [] for name in clients}
         for image in images:
-            start = time.perf_counter()
-            answer = session.post(url, data=image,
-                                  headers={"Content-Type": "application/octet-stream"})
-            answer.raise_for_status()  # the body is read: as a client does
-            seconds.append(time.perf_counter() - start)
-    return 1000 * statistics.median(seconds)
+            for name, post in clients.items():
+                start = time.perf_counter()
+                post(image)  # the body is read: as a client does
+                seconds[name].append(time.perf_counter() - start)
+    pool.clear()
+    raw.close()
+    return {name: 1000 * statistics.median(xs) for name, xs in seconds.items()}
 
 
 def main() -> None:
@@ -148,7 +200,7 @@ def main() -> None:
     base = {**yaml.safe_load((ROOT / "params.yaml").read_text()), "datasets": [DS],
             "latency": {"samples": args.samples}}
     rounds: list[dict[str, Any]] = []
-    floor: list[float] = []  # bare requests p50 per round
+    floor: list[dict[str, float]] = []  # bare clients' p50 per round
     with tempfile.TemporaryDirectory(prefix="mlbench-bench-eval-") as tmp, \
             answering_server(args.delay) as server:
         project = Path(tmp)
@@ -159,7 +211,7 @@ def main() -> None:
             write_test_table(DS, None, 0)  # the whole test split
             sample = [t.path.read_bytes() for t in load_test_images(DS)[:args.samples]]
             for r in range(args.repeat):
-                floor.append(bare_requests_p50_ms(server.url, sample))
+                floor.append(bare_client_p50_ms(server.url, sample))
                 for concurrency in (1, 8):
                     say(f"round {r + 1}/{args.repeat}: concurrency {concurrency}, "
                         f"{args.images} images")
@@ -186,14 +238,17 @@ def main() -> None:
           f"stage incl. the single-stream pass {statistics.median(stage_speedups):.2f}x; "
           f"single-stream p50 {p50:.2f} ms, {off:.1%} off {args.delay * 1000:.0f} ms "
           f"(target <= {TARGET_P50_TOLERANCE:.0%}): {verdict}")
-    bare = statistics.median(floor)
-    print(f"bare requests.Session posts to the same server, one at a time: p50 {bare:.2f} ms "
-          f"(per round: {', '.join(f'{x:.2f}' for x in floor)}); the single-stream p50 is "
-          f"{(p50 - bare) / bare:+.1%} from it")
+    bare = {name: statistics.median(x[name] for x in floor) for name in floor[0]}
+    print(f"bare clients posting to the same server, one at a time, interleaved: p50 raw socket "
+          f"{bare['raw_socket']:.2f} ms ({bare['raw_socket'] / (args.delay * 1000) - 1:+.1%} "
+          f"off {args.delay * 1000:.0f} ms: this machine's floor), urllib3 {bare['urllib3']:.2f}"
+          f" ms, requests {bare['requests']:.2f} ms; the single-stream p50 is "
+          f"{(p50 - bare['urllib3']) / bare['urllib3']:+.1%} from bare urllib3 and "
+          f"{(p50 - bare['raw_socket']) / bare['raw_socket']:+.1%} from the raw socket")
     results = {**meta, "rounds": rounds, "scoring_speedup": speedup,
                "scoring_speedups": speedups, "stage_speedups": stage_speedups,
                "single_stream_p50_ms": p50, "p50_off": off, "verdict": verdict,
-               "bare_requests_p50_ms": bare, "bare_requests_p50_ms_per_round": floor}
+               "bare_client_p50_ms": bare, "bare_client_p50_ms_per_round": floor}
     path = write_result("evaluate_concurrency", results, vars(args))
     say(f"wrote {path}")
 

@@ -275,3 +275,48 @@ def test_finding10_unexpected_json_is_a_call_error(body):
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
     assert parse_label_scores(b"[]").label is None  # an answer naming no class: no label
     assert parse_label_scores(b'[[{"label": "cat", "score": 1}]]').label == "cat"
+
+
+# -- the synchronous client (issue 11: no per-call environment lookups) ---------------------------
+def test_sync_client_sends_params_and_its_user_agent_and_reads_the_environment_once(monkeypatch):
+    """The synchronous path appends query parameters, names itself, and honours `http_proxy` /
+    `no_proxy` (read once per host, as `requests` read them on every call): behind a proxy
+    the call goes through it, a host in `no_proxy` is called directly."""
+    from mlbench.services.http import USER_AGENT, SyncClient
+
+    with FakeServer() as proxy, FakeServer() as direct:
+        for fake, who in ((proxy, "proxy"), (direct, "direct")):
+            fake.route("POST", r".*")(lambda req, who=who: Response.json({"via": who}))
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("no_proxy", "localhost")
+        client = SyncClient(4)
+        try:
+            # a name only the proxy could resolve: the call must go through the proxy
+            status, _, body = client.send(HttpRequest(
+                "POST", "http://vendor.invalid/v1/predict?x=1", {"X-Key": "k"}, b"img",
+                {"version": "2"}), timeout=5)
+            assert (status, json.loads(body)) == (200, {"via": "proxy"})
+            sent = proxy.log[-1]
+            assert sent.query == {"x": ["1"], "version": ["2"]}
+            assert sent.header("User-Agent") == USER_AGENT and sent.header("X-Key") == "k"
+            assert sent.body == b"img"
+            monkeypatch.setenv("no_proxy", "127.0.0.1")  # read once per host: a new host sees it
+            status, _, body = client.send(HttpRequest("POST", direct.url + "/p"), timeout=5)
+            assert (status, json.loads(body)) == (200, {"via": "direct"})
+            assert len(proxy.log) == 1
+        finally:
+            client.close()
+
+
+def test_sync_client_does_not_follow_redirects_or_retry_by_itself():
+    """Every attempt is the retry policy's: a 503 comes back as it is, once."""
+    from mlbench.services.http import SyncClient
+
+    with FakeServer() as fake:
+        fake.route("POST", "/p")(lambda req: Response(503, b"busy"))
+        client = SyncClient(2)
+        try:
+            status, _, body = client.send(HttpRequest("POST", fake.url + "/p", body=b"x"), 5)
+        finally:
+            client.close()
+        assert (status, body, len(fake.log)) == (503, b"busy", 1)

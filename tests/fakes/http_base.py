@@ -94,7 +94,7 @@ class FakeServer:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.faults: list[Fault] = []
         self.log: list[Request] = []
-        self.delay = 0.0
+        self.delay = 0.0  # seconds from a request's arrival to its answer (at least)
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._error_body = error_body or (lambda status, msg: Response.json({"error": msg}, status))
@@ -135,6 +135,7 @@ class FakeServer:
                 pass
 
             def _handle(self) -> None:
+                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
@@ -145,9 +146,14 @@ class FakeServer:
                 for k, v in resp.headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(resp.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(resp.body)
+                # the whole answer in one write, `delay` after the request arrived: a server
+                # answering in 50 ms takes 50 ms, not 50 ms plus this fake's own Python work
+                self._headers_buffer.append(b"\r\n" + (resp.body if self.command != "HEAD"
+                                                         else b""))
+                wait = arrived + server.delay - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self.flush_headers()
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
@@ -187,8 +193,6 @@ class FakeServer:
     def dispatch(self, req: Request) -> Response:
         with self._lock:
             self.log.append(req)
-        if self.delay:
-            time.sleep(self.delay)
         fault = self._take_fault(req.path)
         if fault is not None:
             if fault.delay:
