@@ -69,6 +69,7 @@ Writes results/bench/seed_scale.json.
 from __future__ import annotations
 
 import argparse
+import compileall
 import functools
 import json
 import math
@@ -670,6 +671,10 @@ def main() -> None:
                                    for ds in datasets})
     params = base_params(datasets, ladder, sources,
                          {"google": BUCKET, "aws": BUCKET, "azure": BUCKET})
+    # every stage is a process running the installed mlbench: a user's Python caches its
+    # bytecode, but this machine may say not to (PYTHONDONTWRITEBYTECODE), and recompiling the
+    # package costs each of the ~80 stage processes about 0.2 s: compiled once here
+    compileall.compile_dir(ROOT / "mlbench", quiet=1)
     with MirrorServer(files) as mirror:
         say("data stages (not timed): fetch, prepare, ablate, testsets, export, folders")
         results["data_stages_s"] = make_data_project(work / "data", params, mirror.url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlbench import paths
 from mlbench.io import read_json
@@ -38,11 +41,18 @@ def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, d
     assert read_json(paths.trainings_file()) == {"acme/digits/20": "trained",
                                                  "acme/digits/5": "trained"}
     assert not paths.model_json("local", "digits", 5).exists()  # local trains in its stage
-    # the train stage then only records: it starts nothing, and waits on nothing unfinished
-    created = len(acme.models)
+    # each model is recorded as soon as it is trained: the train stage has nothing to ask
+    recorded = paths.model_json("acme", "digits", 20).read_text()
+    assert '"fingerprint"' in recorded
+    created, calls = len(acme.models), len(acme.server.log)
+    models = run_training(params, "acme", "digits")
+    assert len(acme.server.log) == calls  # not one call to the vendor
+    assert paths.model_json("acme", "digits", 20).read_text() == recorded
+    # after a crash between training and recording, the train stage re-attaches instead
+    paths.model_json("acme", "digits", 20).unlink()
     models = run_training(params, "acme", "digits")
     assert len(acme.models) == created == 2
-    assert [m.ids["model_id"] for m in models] == ["m1", "m2"]
+    assert sorted(m.ids["model_id"] for m in models) == ["m1", "m2"]
     assert paths.model_json("acme", "digits", 20).exists()
     # a second submit finds every model of the run trained, and says so in the same words (so
     # the train stages, which depend on what it writes, stay up to date)
@@ -57,6 +67,99 @@ def test_a_vendors_limit_keeps_its_trainings_one_at_a_time(acme_package, acme, d
     params = _params(digits_copy, acme, acme={"max_concurrent_trainings": 1})
     run_submit(params)
     assert acme.training_at_once == 1 and len(acme.models) == 2
+
+
+def test_a_run_is_measured_as_soon_as_trained_while_others_still_train(acme_package, acme,  # noqa: F811
+                                                                      digits_copy):
+    """One slot: the first model is scored and load-tested while the second trains (scoring
+    does not wait behind the longest training), and the measure stage then finds both runs
+    measured: it calls the vendor no more."""
+    from mlbench.bench.measure import run_measure
+    from mlbench.bench.schedule import run_submit
+    from mlbench.bench.train import run_training
+
+    acme.train_time = 2.0
+    params = _params(digits_copy, acme, acme={"max_concurrent_trainings": 1})
+    run_submit(params)
+    log = [(r.method, r.path) for r in acme.server.log]
+    first, second = sorted(acme.models.values(), key=lambda m: m["_created"])
+    scored_first = log.index(("POST", f"/v1/models/{first['id']}/predict"))
+    last_poll_second = max(i for i, call in enumerate(log)
+                           if call == ("GET", f"/v1/models/{second['id']}"))
+    assert scored_first < last_poll_second
+    for n in (5, 20):
+        assert paths.predictions_csv("acme", "digits", n).exists()
+        assert paths.throughput_summary("acme", "digits", n).exists()
+    run_training(params, "acme", "digits")
+    calls = len(acme.server.log)
+    outcomes = run_measure(params)
+    assert len(acme.server.log) == calls
+    assert {k for k, v in outcomes.items() if isinstance(v, dict)} >= {"acme/digits/5",
+                                                                       "acme/digits/20"}
+
+
+def test_a_vendors_free_slot_goes_to_the_largest_ablation_waiting(acme_package, acme, digits_copy):  # noqa: F811
+    """With one slot, the smallest ablation (uploaded first) trains first; when it is done,
+    of the two waiting the larger goes next, whatever order their uploads ended in."""
+    from mlbench.bench.schedule import run_submit
+
+    acme.train_time = 3.0  # both other uploads end while the first trains
+    params = _params(digits_copy, acme, ablations=[5, 20, 80],
+                     acme={"max_concurrent_trainings": 1})
+    run_submit(params)
+    started = [m["dataset"].split("-")[2] for m in sorted(acme.models.values(),
+                                                          key=lambda m: m["_created"])]
+    assert started == ["5", "80", "20"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 9)), unique=True))
+def test_trainings_start_largest_first_taking_services_in_turn(keys):
+    from mlbench.bench.schedule import Planned, longest_first
+
+    runs = [Planned(svc, "ds", n) for svc, n in keys]
+    order = longest_first(runs)
+    assert sorted(order, key=str) == sorted(runs, key=str)  # each run once
+    for svc in {r.service for r in runs}:
+        sizes = [r.ablation for r in order if r.service == svc]
+        assert sizes == sorted(sizes, reverse=True)
+    # services in turn: among the first k runs, no service has more than one over another's
+    # count while that other still has runs left
+    for k in range(len(order)):
+        head = Counter(r.service for r in order[:k])
+        total = Counter(r.service for r in runs)
+        for a in total:
+            for b in total:
+                if head[b] < total[b]:
+                    assert head[a] <= head[b] + 1
+
+
+def test_slots_go_to_the_best_ranked_waiter():
+    import threading
+    import time
+
+    from mlbench.bench.schedule import Slots
+
+    slots, got = Slots(1), []
+    hold_first = threading.Event()
+
+    def take(rank: int) -> None:
+        with slots.hold(rank):
+            got.append(rank)
+            if rank == 5:
+                hold_first.wait(5)
+
+    first = threading.Thread(target=take, args=(5,))
+    first.start()
+    while not got:
+        time.sleep(0.01)
+    waiters = [threading.Thread(target=take, args=(r,)) for r in (3, 9, 1, 7)]
+    for t in waiters:
+        t.start()
+        time.sleep(0.02)  # they queue in this order, 3 first
+    hold_first.set()
+    for t in [first, *waiters]:
+        t.join(5)
+    assert got == [5, 1, 3, 7, 9]
 
 
 def test_serial_schedule_starts_nothing_ahead(acme_package, acme, digits_copy):  # noqa: F811

@@ -18,6 +18,7 @@ one at a time, so that no figure of theirs is taken under another run's load.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from mlbench import paths
@@ -35,8 +36,11 @@ from mlbench.params import Params
 from mlbench.runlock import stop_point, writer_lock
 from mlbench.services.registry import service_class
 
-#: At most this many runs are measured at once (each with `evaluate.concurrency` calls in flight).
-MAX_MEASURED = 32
+#: At most this many runs of one vendor are measured at once (each with `evaluate.concurrency`
+#: calls in flight, all within the vendor's one rate limit). Per vendor, so that a vendor whose
+#: rate limit makes its runs slow (Nyckel: 25 calls a second for all of them) never holds the
+#: places of another vendor's runs.
+MAX_MEASURED = 16
 
 
 def run_measure(params: Params) -> dict[str, object]:
@@ -65,46 +69,61 @@ def run_measure(params: Params) -> dict[str, object]:
     return outcomes
 
 
+def measure_run(params: Params, service: str, model: ModelRef, tests: list[ImageRef],
+                vendor: VendorTraffic, board: Board) -> dict[str, float] | str:
+    """Score one run (within its vendor's shared rate), then load-test it while nothing else
+    of ours calls the vendor: its accuracy and throughput, or why it could not be measured.
+    Shared by this stage and `submit` (which measures each run as soon as it is trained)."""
+    key: Key = (service, model.dataset, model.ablation)
+    try:
+        stop_point()
+        board.set(key, "scoring")
+        metrics = evaluate_model(params, model, tests, service, vendor)
+        board.set(key, "waiting to load-test", f"accuracy {metrics['accuracy']:.3f}")
+        with vendor.alone():
+            board.set(key, "load-testing")
+            load = load_model(params, model, tests, service, vendor.rate)
+    except (ServiceError, UserError) as exc:
+        board.set(key, "failed", str(exc))
+        return str(exc)
+    board.set(key, "measured", f"accuracy {metrics['accuracy']:.3f}, "
+              f"{load['throughput_rps']:.1f} req/s")
+    return {"accuracy": round(float(metrics["accuracy"]), 6),
+            "throughput_rps": round(float(load["throughput_rps"]), 3)}
+
+
 def _measure_all(params: Params, runs: list[tuple[str, ModelRef]],
                  tests: dict[str, list[ImageRef]]) -> dict[str, object]:
-    def key(svc: str, model: ModelRef) -> Key:
-        return svc, model.dataset, model.ablation
-
     traffic = {svc: VendorTraffic(service_class(svc).max_rps) for svc in params.services}
     remote = [r for r in runs if not service_class(r[0]).local_compute]
     here = [r for r in runs if service_class(r[0]).local_compute]
     outcomes: dict[str, object] = {}
 
     def one(svc: str, model: ModelRef) -> None:
-        name = "/".join(map(str, key(svc, model)))
-        vendor = traffic[svc]
-        try:
-            stop_point()
-            board.set(key(svc, model), "scoring")
-            metrics = evaluate_model(params, model, tests[model.dataset], svc, vendor)
-            board.set(key(svc, model), "waiting to load-test", f"accuracy "
-                      f"{metrics['accuracy']:.3f}")
-            with vendor.alone():
-                board.set(key(svc, model), "load-testing")
-                load = load_model(params, model, tests[model.dataset], svc, vendor.rate)
-        except (ServiceError, UserError) as exc:
-            outcomes[name] = str(exc)
-            board.set(key(svc, model), "failed", str(exc))
-            return
-        outcomes[name] = {"accuracy": round(float(metrics["accuracy"]), 6),
-                          "throughput_rps": round(float(load["throughput_rps"]), 3)}
-        board.set(key(svc, model), "measured", f"accuracy {metrics['accuracy']:.3f}, "
-                  f"{load['throughput_rps']:.1f} req/s")
+        name = f"{svc}/{model.dataset}/{model.ablation}"
+        outcomes[name] = measure_run(params, svc, model, tests[model.dataset], traffic[svc],
+                                     board)
 
     show_bars(False)
     try:
-        with Board("measuring", (key(*r) for r in runs)) as board:
-            if remote:
-                with ThreadPoolExecutor(min(len(remote), MAX_MEASURED)) as pool:
-                    for future in as_completed([pool.submit(one, *r) for r in remote]):
-                        future.result()
+        with Board("measuring", ((svc, m.dataset, m.ablation) for svc, m in runs)) as board, \
+                contextlib.ExitStack() as stack:
+            per_vendor = Counter(svc for svc, _ in remote)
+            pools = {svc: stack.enter_context(ThreadPoolExecutor(min(MAX_MEASURED, k)))
+                     for svc, k in per_vendor.items()}
+            futures = [pools[svc].submit(one, svc, model)
+                       for svc, model in most_work_first(remote, tests)]
+            for future in as_completed(futures):
+                future.result()
             for run in here:
                 one(*run)
     finally:
         show_bars(True)
     return outcomes
+
+
+def most_work_first(runs: list[tuple[str, ModelRef]],
+                    tests: dict[str, list[ImageRef]]) -> list[tuple[str, ModelRef]]:
+    """The runs in the order they are measured: the largest test set first (scoring it is the
+    longest part of a run), then the largest ablation (the last model trained)."""
+    return sorted(runs, key=lambda r: (-len(tests[r[1].dataset]), -r[1].ablation))

@@ -9,6 +9,7 @@ tears down every model the run's services deployed (`keep_deployed: true` keeps 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mlbench import paths
@@ -21,6 +22,19 @@ from mlbench.params import Params
 from mlbench.services.cloud import Deployment
 from mlbench.services.registry import open_service
 
+#: Deployments torn down at once (the seed-scale run has 120, each a few vendor calls and polls).
+TEARDOWNS_AT_ONCE = 16
+
+
+def tear_down(params: Params, service: str, model: ModelRef) -> tuple[str, bool]:
+    """One model's teardown: its line, and whether it succeeded."""
+    where = f"{service}/{model.dataset}/{model.ablation}"
+    try:
+        with open_service(params, service, model.dataset, model.ablation) as svc:
+            return f"{where}: {svc.teardown(model)}", True
+    except (ServiceError, UserError) as exc:
+        return f"{where}: {exc}", False
+
 
 def run_teardown(params: Params) -> list[str]:
     """Tear down the deployed models of every (service, dataset, size) of the run; one line
@@ -30,22 +44,18 @@ def run_teardown(params: Params) -> list[str]:
         err.print("keep_deployed: true: nothing torn down (`mlbench status` lists what bills)")
         atomic_write_json(paths.teardown_file(), {"keep_deployed": True, "torn_down": []})
         return []
+    deployed = [(service, model) for service in params.services for ds in params.datasets
+                for n in selected_sizes(params, ds, quiet=True)
+                if (model := ModelRef.load(paths.model_json(service, ds, n))) is not None]
     done, failed = [], []
-    for service in params.services:
-        for ds in params.datasets:
-            for n in selected_sizes(params, ds, quiet=True):
-                model = ModelRef.load(paths.model_json(service, ds, n))
-                if model is None:
-                    continue
-                try:
-                    with open_service(params, service, ds, n) as svc:
-                        line = f"{service}/{ds}/{n}: {svc.teardown(model)}"
-                except (ServiceError, UserError) as exc:
-                    failed.append(f"{service}/{ds}/{n}: {exc}")
-                    warn(failed[-1])
-                    continue
+    with ThreadPoolExecutor(TEARDOWNS_AT_ONCE) as pool:  # each mostly waits for its vendor
+        for line, ok in pool.map(lambda run: tear_down(params, *run), deployed):
+            if ok:
                 err.print(line)
                 done.append(line)
+            else:
+                failed.append(line)
+                warn(line)
     atomic_write_json(paths.teardown_file(), {"keep_deployed": False, "torn_down": done,
                                               "failed": failed})
     if failed:

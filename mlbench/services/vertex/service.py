@@ -48,14 +48,14 @@ from mlbench.services.base import Job, ServiceContext
 from mlbench.services.cloud import StateStore, wait_for
 from mlbench.services.http import HttpRequest, HttpService, best_of
 from mlbench.services.vertex.api import (
-    DONE,
-    FAILED,
-    State,
     TokenSource,
     VertexApi,
     deployed_models,
     failure,
     model_of,
+    pipeline_done,
+    pipeline_failed,
+    pipeline_succeeded,
     resource_of,
 )
 from mlbench.services.vertex.export import import_file, object_name
@@ -311,9 +311,9 @@ class VertexService(HttpService):
         dataset, s = st.get("dataset"), self.settings
         name = st.get("pipeline")
         pipeline = self.api.get(name) if name else None
-        if pipeline is None or pipeline.state in FAILED:
+        if pipeline is None or pipeline_failed(pipeline.state):
             pipeline = self._earliest("trainingPipelines", names.filter,
-                                      lambda p: p.state not in FAILED)
+                                      lambda p: not pipeline_failed(p.state))
         if pipeline is None:
             pipeline = self.api.create_pipeline(names.display, names.labels, dataset, {
                 "modelType": s.model_type, "multiLabel": False,
@@ -343,13 +343,13 @@ class VertexService(HttpService):
             if p is None:
                 raise ServiceError(f"vertex: training pipeline {name} is gone; rerun to start "
                                    "a new one")
-            return p.state in DONE, _state_name(p).removeprefix("PIPELINE_STATE_"), p
+            return pipeline_done(p.state), _state_name(p).removeprefix("PIPELINE_STATE_"), p
 
         p = wait_for(check, what=f"vertex: training {name.rsplit('/', 1)[-1]}",
                      every=self.settings.poll_seconds, timeout=self.settings.train_timeout,
                      hint="training goes on in Google Cloud; rerun to keep waiting (or raise "
                      "vertex.train_timeout)")
-        if p.state != State.PIPELINE_STATE_SUCCEEDED:
+        if not pipeline_succeeded(p.state):
             raise failure(f"training pipeline {p.name} ended {_state_name(p)}",
                           p.error.code, p.error.message,
                           "fix the cause and rerun (a new pipeline will be started)")
