@@ -10,6 +10,11 @@ limiter, so together they never exceed its documented rate, and a load test runs
 vendor serves nothing else of ours (`traffic.VendorTraffic`). The `evaluate` and `load` stages
 that follow find every run measured and only write its metrics.
 
+With `schedule: parallel`, `submit` has already measured each cloud run the moment its model
+was trained (with `measure_run`, below): this stage then finds those runs done (the same
+fingerprints the `evaluate` and `load` stages check) and measures what is left: a run whose
+measuring failed there, and every run of a service on this machine.
+
 Runs of services that serve on this machine (`local_compute`) are measured after the others,
 one at a time, so that no figure of theirs is taken under another run's load.
 `schedule: serial` skips this stage: each `evaluate` and `load` stage then does its own runs.

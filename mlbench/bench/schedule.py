@@ -106,9 +106,10 @@ def limit_of(params: Params, service: str, wanted: int) -> int:
 
 
 class Slots:
-    """A vendor's training slots (`max_concurrent_trainings`), given to the waiting run that
-    comes first in `longest_first` order, not to whichever finished uploading first (small
-    ablations upload fastest and would take every slot ahead of the long trainings)."""
+    """A vendor's slots (its `max_concurrent_trainings`, or its uploads at once), each given to
+    the waiting run that comes first in `longest_first` order, not to whichever got there first
+    (small ablations upload fastest and would take every training slot ahead of the long
+    trainings)."""
 
     def __init__(self, limit: int):
         self._free = limit
