@@ -277,3 +277,30 @@ def test_scoring_is_exact_whatever_the_concurrency(acme_package, acme, digits_co
     expected = "scoring, one call at a time" if concurrency == 1 else \
         "single-stream pass of 30 images"
     assert metrics["latency_source"] == expected
+
+
+def test_a_slow_vendor_never_holds_another_vendors_places(monkeypatch):
+    """One place per vendor: while a rate-limited vendor's run is stuck, the other vendor's
+    runs are measured (one pool per vendor, not one for all)."""
+    import threading
+    from types import SimpleNamespace
+
+    from mlbench.bench import measure
+    from mlbench.core import ModelRef
+
+    release, order = threading.Event(), []
+
+    def measure_run(params, service, model, tests, vendor, board):  # noqa: ANN001, ANN202
+        if service == "nyckel":
+            release.wait(10)
+        order.append(service)
+        if order.count("vertex") == 2:
+            release.set()
+        return {"accuracy": 1.0, "throughput_rps": 1.0}
+
+    monkeypatch.setattr(measure, "measure_run", measure_run)
+    monkeypatch.setattr(measure, "MAX_MEASURED", 1)
+    runs = [(svc, ModelRef(svc, "ds", n)) for svc in ("nyckel", "vertex") for n in (5, 20)]
+    outcomes = measure._measure_all(SimpleNamespace(services=["nyckel", "vertex"]), runs,
+                                    {"ds": []})
+    assert order == ["vertex", "vertex", "nyckel", "nyckel"] and len(outcomes) == 4
