@@ -204,13 +204,15 @@ def test_finding1_the_lock_is_reentrant_in_one_process_and_records_the_writer(tm
 
 def _guarded_child(marker: Path) -> str:
     """A process that calls `guard_process`, says "armed", and touches `marker` on its way out
-    (from a `finally` block: it must end through SystemExit, not die)."""
+    (from a `finally` block: it must end through SystemExit, not die). "armed" is said inside
+    the `try`: said before it, a SIGTERM that came as soon as the parent read it (a loaded
+    machine) could raise before the `finally` was in force, and no marker would say why."""
     return textwrap.dedent(f"""
         import time
         from mlbench.runlock import guard_process
         guard_process()
-        print("armed", flush=True)
         try:
+            print("armed", flush=True)
             time.sleep(60)
         finally:
             open({str(marker)!r}, "w").close()
