@@ -214,9 +214,12 @@ def critical_path(runs: list[Run], tests: dict[str, int], arm: Arm, scale: float
 
 def design_bounds(runs: list[Run], tests: dict[str, int], arm: Arm, scale: float,
                   calls: dict[str, int]) -> dict[str, float]:
-    """What the arm's design allows at best, in wall seconds. Parallel: every training ends
-    before any scoring starts (`submit` before `measure`), then the slowest of: one run's
-    deployment + scoring, one vendor's scoring calls at its rate limit. Serial: the sum."""
+    """What a design allows at best, in wall seconds. Parallel: `barrier_bound_s` is the bound
+    of a design where every training ends before any scoring starts (the `measure` stage
+    alone, before `submit` measured each run as it was trained): the last training, then the
+    slowest of one run's deployment + scoring and one vendor's scoring calls at its rate
+    limit; scoring each run when trained removes that barrier, leaving the critical path.
+    Serial: the sum."""
     c = arm.compress
     classes = {ds: classes_of(ds) for ds in tests}
 
