@@ -282,7 +282,7 @@ def test_sync_client_sends_params_and_its_user_agent_and_reads_the_environment_o
     """The synchronous path appends query parameters, names itself, and honours `http_proxy` /
     `no_proxy` (read once per host, as `requests` read them on every call): behind a proxy
     the call goes through it, a host in `no_proxy` is called directly."""
-    from mlbench.services.http import USER_AGENT, SyncClient
+    from mlbench.services.http import SyncClient, user_agent
 
     with FakeServer() as proxy, FakeServer() as direct:
         for fake, who in ((proxy, "proxy"), (direct, "direct")):
@@ -298,7 +298,7 @@ def test_sync_client_sends_params_and_its_user_agent_and_reads_the_environment_o
             assert (status, json.loads(body)) == (200, {"via": "proxy"})
             sent = proxy.log[-1]
             assert sent.query == {"x": ["1"], "version": ["2"]}
-            assert sent.header("User-Agent") == USER_AGENT and sent.header("X-Key") == "k"
+            assert sent.header("User-Agent") == user_agent() and sent.header("X-Key") == "k"
             assert sent.body == b"img"
             monkeypatch.setenv("no_proxy", "127.0.0.1")  # read once per host: a new host sees it
             status, _, body = client.send(HttpRequest("POST", direct.url + "/p"), timeout=5)

@@ -116,7 +116,7 @@ def test_a_vendors_free_slot_goes_to_the_largest_ablation_waiting(acme_package, 
 def test_trainings_start_largest_first_taking_services_in_turn(keys):
     from mlbench.bench.schedule import Planned, longest_first
 
-    runs = [Planned(svc, "ds", n) for svc, n in keys]
+    runs = [Planned(svc, "ds", n, f"{svc}{n}") for svc, n in keys]
     order = longest_first(runs)
     assert sorted(order, key=str) == sorted(runs, key=str)  # each run once
     for svc in {r.service for r in runs}:

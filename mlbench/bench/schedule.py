@@ -69,6 +69,8 @@ class Planned:
     service: str
     dataset: str
     ablation: int
+    #: The fingerprint of the model's inputs, as `plan` found it (what `model.json` records).
+    fingerprint: str
 
     @property
     def key(self) -> Key:
@@ -89,10 +91,11 @@ def plan(params: Params) -> tuple[list[Planned], list[Planned]]:
                     given = svc.hand_given()
                     key = split_fingerprint(svc, load_split(ds, n), sha, given)
                 model = ModelRef.load(paths.model_json(service, ds, n))
+                run = Planned(service, ds, n, key)
                 if given or (model is not None and model.details.get("fingerprint") == key):
-                    done.append(Planned(service, ds, n))
+                    done.append(run)
                 else:
-                    needed.append(Planned(service, ds, n))
+                    needed.append(run)
     return needed, done
 
 
@@ -163,8 +166,7 @@ def _train(run: Planned, rank: int, shared: Shared) -> str:
             job = svc.submit(split)
             board.set(run.key, "training")
             model = svc.wait(job)
-        record_model(model, split_fingerprint(svc, split, manifest_hashes(run.dataset),
-                                              svc.hand_given()))
+        record_model(model, run.fingerprint)
     seconds = "?" if model.train_seconds is None else f"{model.train_seconds:.0f} s"
     board.set(run.key, "trained", seconds)
     _measure_now(run, model, shared)

@@ -10,6 +10,7 @@ Hugging Face 503 "model is loading" or a dropped connection is handled the same 
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import math
@@ -198,7 +199,7 @@ class SyncClient:
         if req.params:
             url += ("&" if urlsplit(url).query else "?") + urlencode(dict(req.params))
         answer = self._manager(url).request(
-            req.method, url, body=req.body, headers={"User-Agent": USER_AGENT, **req.headers},
+            req.method, url, body=req.body, headers={"User-Agent": user_agent(), **req.headers},
             timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
             redirect=False)
         return answer.status, answer.headers, answer.data
@@ -210,14 +211,14 @@ class SyncClient:
             self._managers.clear()
 
 
-def _user_agent() -> str:
+@functools.cache
+def user_agent() -> str:
+    """`mlbench/<version>`, looked up once, by the first call (not at import: every stage
+    process imports this module, few of them predict)."""
     try:
         return f"mlbench/{importlib.metadata.version('mlbench')}"
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
         return "mlbench"
-
-
-USER_AGENT = _user_agent()
 
 
 def parse_label_scores(body: bytes, status: int = 200, who: str = "endpoint",
