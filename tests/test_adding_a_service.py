@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ class AcmeFake:
         self.polls_to_train = polls_to_train
         self.predict_delay = predict_delay
         self.train_time = train_time  # seconds from creation to trained (at the earliest)
+        self.ready_when: Callable[[dict], bool] = lambda model: True  # a test's extra condition
+        self.last_image_at = 0.0  # time.monotonic() of the last image received
         self.training_at_once = 0  # the most models ever training at the same time
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
@@ -73,6 +76,7 @@ class AcmeFake:
         if name in images:
             return Response.json({"error": "exists"}, 409)
         images[name] = (req.query["label"][0], _mean(req.body))
+        self.last_image_at = time.monotonic()
         return Response.json({"name": name}, 201)
 
     def create_model(self, req: Request) -> Response:
@@ -95,7 +99,8 @@ class AcmeFake:
             model = self.models[req.match["id"]]
             self.polls[model["id"]] = self.polls.get(model["id"], 0) + 1
             if self.polls[model["id"]] >= self.polls_to_train and \
-                    time.monotonic() - model["_created"] >= self.train_time:  # trained by then
+                    time.monotonic() - model["_created"] >= self.train_time and \
+                    self.ready_when(model):  # trained by then
                 model.update(status="ready", train_seconds=12.5)
             return Response.json({k: v for k, v in model.items() if not k.startswith("_")})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -103,9 +104,18 @@ def test_a_vendors_free_slot_goes_to_the_largest_ablation_waiting(acme_package, 
     of the two waiting the larger goes next, whatever order their uploads ended in."""
     from mlbench.bench.schedule import run_submit
 
-    acme.train_time = 3.0  # both other uploads end while the first trains
     params = _params(digits_copy, acme, ablations=[5, 20, 80],
                      acme={"max_concurrent_trainings": 1})
+
+    def every_upload_is_in(model: dict) -> bool:
+        """The first model trains until both other uploads have ended (and their runs have had
+        a moment to queue for the slot), however slowly the machine uploads: the smallest
+        upload is whole when its model is created, the others are 4 and 16 times its size."""
+        sizes = sorted(len(images) for images in acme.images.values())
+        return len(sizes) == 3 and sizes[1:] == [4 * sizes[0], 16 * sizes[0]] and \
+            time.monotonic() - acme.last_image_at > 0.5
+
+    acme.ready_when = every_upload_is_in
     run_submit(params)
     started = [m["dataset"].split("-")[2] for m in sorted(acme.models.values(),
                                                           key=lambda m: m["_created"])]
