@@ -31,11 +31,26 @@ def _params(project: Path, fake, **extra):  # noqa: ANN001, ANN202
     return parse_checked_params(data)
 
 
+def _train_once_every_upload_is_in(fake, ablations: tuple[int, ...] = (5, 20)) -> None:  # noqa: ANN001
+    """No model is trained before every run's upload has ended (and its run has had a moment to
+    queue for a training slot), however slowly the machine uploads: the uploads are whole when
+    their sizes are in the ablations' ratio and no image came for half a second."""
+
+    def every_upload_is_in(model: dict) -> bool:
+        sizes = sorted(len(images) for images in fake.images.values())
+        smallest, *want = sorted(ablations)
+        return len(sizes) == len(ablations) and \
+            all(size * smallest == sizes[0] * n for size, n in zip(sizes[1:], want, strict=True)) \
+            and time.monotonic() - fake.last_image_at > 0.5
+
+    fake.ready_when = every_upload_is_in
+
+
 def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, digits_copy):  # noqa: F811
     from mlbench.bench.schedule import run_submit
     from mlbench.bench.train import run_training
 
-    acme.train_time = 1.0  # long beside uploading 50 and 200 images
+    acme.ready_when = lambda model: len(acme.models) == 2  # not trained until both started
     params = _params(digits_copy, acme)
     assert run_submit(params) == {"acme/digits/20": "trained", "acme/digits/5": "trained"}
     assert acme.training_at_once == 2  # both started before either was trained
@@ -64,7 +79,7 @@ def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, d
 def test_a_vendors_limit_keeps_its_trainings_one_at_a_time(acme_package, acme, digits_copy):  # noqa: F811
     from mlbench.bench.schedule import run_submit
 
-    acme.train_time = 1.0
+    _train_once_every_upload_is_in(acme)  # so without the limit both would train at once
     params = _params(digits_copy, acme, acme={"max_concurrent_trainings": 1})
     run_submit(params)
     assert acme.training_at_once == 1 and len(acme.models) == 2
@@ -79,7 +94,12 @@ def test_a_run_is_measured_as_soon_as_trained_while_others_still_train(acme_pack
     from mlbench.bench.schedule import run_submit
     from mlbench.bench.train import run_training
 
-    acme.train_time = 2.0
+
+    def second_trains_until_first_scored(model: dict) -> bool:
+        return model["id"] == "m1" or any(r.path == "/v1/models/m1/predict"
+                                          for r in list(acme.server.log))
+
+    acme.ready_when = second_trains_until_first_scored  # a scheduler that waits times out
     params = _params(digits_copy, acme, acme={"max_concurrent_trainings": 1})
     run_submit(params)
     log = [(r.method, r.path) for r in acme.server.log]
@@ -106,16 +126,7 @@ def test_a_vendors_free_slot_goes_to_the_largest_ablation_waiting(acme_package, 
 
     params = _params(digits_copy, acme, ablations=[5, 20, 80],
                      acme={"max_concurrent_trainings": 1})
-
-    def every_upload_is_in(model: dict) -> bool:
-        """The first model trains until both other uploads have ended (and their runs have had
-        a moment to queue for the slot), however slowly the machine uploads: the smallest
-        upload is whole when its model is created, the others are 4 and 16 times its size."""
-        sizes = sorted(len(images) for images in acme.images.values())
-        return len(sizes) == 3 and sizes[1:] == [4 * sizes[0], 16 * sizes[0]] and \
-            time.monotonic() - acme.last_image_at > 0.5
-
-    acme.ready_when = every_upload_is_in
+    _train_once_every_upload_is_in(acme, (5, 20, 80))
     run_submit(params)
     started = [m["dataset"].split("-")[2] for m in sorted(acme.models.values(),
                                                           key=lambda m: m["_created"])]
@@ -165,7 +176,8 @@ def test_slots_go_to_the_best_ranked_waiter():
     waiters = [threading.Thread(target=take, args=(r,)) for r in (3, 9, 1, 7)]
     for t in waiters:
         t.start()
-        time.sleep(0.02)  # they queue in this order, 3 first
+    while len(slots._waiting) < 4:  # all four queued behind the first
+        time.sleep(0.01)
     hold_first.set()
     for t in [first, *waiters]:
         t.join(5)
@@ -256,7 +268,8 @@ def test_a_load_test_runs_alone_its_vendors_scoring_calls_wait():
 
     load = threading.Thread(target=load_test)
     load.start()
-    time.sleep(0.05)  # the load test is now waiting for "a" to finish
+    while not traffic._alone:  # the load test is now waiting for "a" to finish
+        time.sleep(0.01)
     second = threading.Thread(target=scoring_call, args=("b", 0.0))
     second.start()
     for t in (first, load, second):
