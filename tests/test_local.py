@@ -451,3 +451,18 @@ def test_issue11_gray_images_preprocess_as_one_channel_to_the_same_numbers(digit
     colour = png.getvalue()
     np.testing.assert_array_equal(EfficientNetLite0(224).preprocess(colour),
                                   three_channels(colour))
+
+
+def test_stages_that_do_not_train_start_without_scikit_learn():
+    """Every stage process builds the local service; only training needs scikit-learn and
+    scipy (1.3 s to import), so submit, measure, evaluate, load, teardown and status start
+    without them (they were 2.7 s a stage, doing nothing, before)."""
+    code = ("import sys\n"
+            "import mlbench.cli, mlbench.bench.schedule, mlbench.bench.measure\n"
+            "import mlbench.bench.teardown, mlbench.bench.evaluate, mlbench.bench.load\n"
+            "from mlbench.services.registry import service_class\n"
+            "service_class('local')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -41,9 +41,11 @@ from mlbench.services.base import Job, ServiceContext
 from mlbench.services.http import CallAgain, HttpRequest, HttpService, parse_label_scores
 from mlbench.services.local import server
 from mlbench.services.local.features import EmbeddingCache, make_extractor
-from mlbench.services.local.head import HEAD_VERSION, cv_accuracy, fit_head
-from mlbench.services.local.model import MODEL_FILE, LocalModel
 from mlbench.services.local.server import READY_PREFIX
+
+# `head` and `model` (scikit-learn, scipy: 1.3 s to import) are imported by the methods that
+# train or load a model: every other stage that builds this service (submit, measure, load,
+# teardown, status) starts without them.
 
 STARTUP_TIMEOUT = 120.0
 #: Restarts of a model server that died, per connected service (then the run stops).
@@ -85,6 +87,8 @@ class LocalService(HttpService):
         return EmbeddingCache(extractor, paths.embeddings_cache()).features(files)
 
     def model_settings(self) -> dict[str, Any]:
+        from mlbench.services.local.head import HEAD_VERSION
+
         return {**self.settings.model_settings(), "seed": self.ctx.seed,
                 "extractors": [make_extractor(n, self.settings.image_size).key
                                for n in self._candidates()],
@@ -104,6 +108,9 @@ class LocalService(HttpService):
         return ModelRef.from_json(job.ids["model"])
 
     def _fit(self, split: AblationSplit) -> ModelRef:
+        from mlbench.services.local.head import cv_accuracy, fit_head
+        from mlbench.services.local.model import MODEL_FILE, LocalModel
+
         started, t0 = utc_now(), time.perf_counter()
         classes = list(split.classes)
         index = {c: i for i, c in enumerate(classes)}
@@ -141,6 +148,8 @@ class LocalService(HttpService):
 
     # -- serving ---------------------------------------------------------------------------------
     def connect(self, model: ModelRef) -> None:
+        from mlbench.services.local.model import MODEL_FILE
+
         model_dir = Path(model.ids["model_path"]).parent
         if not (model_dir / MODEL_FILE).exists():
             raise UserError(f"{model_dir / MODEL_FILE}: missing; run `mlbench train local "
