@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageStat
 
 
 def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
@@ -14,3 +14,10 @@ def image_bytes(rgb: tuple[int, int, int], seed: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def mean_rgb(image: bytes) -> tuple[float, float, float]:
+    """An image's mean colour: what the Nyckel and Hugging Face fakes' models learn from."""
+    with Image.open(io.BytesIO(image)) as img:
+        r, g, b = ImageStat.Stat(img.convert("RGB")).mean
+    return r, g, b

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import threading
@@ -26,20 +25,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageStat
-
 from tests.fakes.pacing import Pacing
+from tests.images import mean_rgb
 
 #: The Jobs hardware flavors the fake accepts (a subset of what the Hub offers).
 FLAVORS = {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "a10g-small",
            "a10g-large", "a100-large"}
 JOB_DONE = {"COMPLETED", "CANCELED", "ERROR", "DELETED"}
-
-
-def mean_rgb(image: bytes) -> tuple[float, float, float]:
-    with Image.open(io.BytesIO(image)) as img:
-        r, g, b = ImageStat.Stat(img.convert("RGB")).mean
-    return r, g, b
 
 
 def git_oid(data: bytes) -> str:

@@ -8,7 +8,6 @@ tell a correct label mapping from a wrong one, and confidences are real numbers 
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import secrets
 import string
@@ -17,9 +16,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageStat
-
 from tests.fakes.pacing import Pacing
+from tests.images import mean_rgb
 
 ALPHABET = string.ascii_lowercase + string.digits
 
@@ -27,12 +25,6 @@ ALPHABET = string.ascii_lowercase + string.digits
 def new_id(prefix: str) -> str:
     """Nyckel ids: a readable prefix, an underscore, 16 alphanumerics (`function_9ab6...`)."""
     return f"{prefix}_{''.join(secrets.choice(ALPHABET) for _ in range(16))}"
-
-
-def mean_rgb(image: bytes) -> tuple[float, float, float]:
-    with Image.open(io.BytesIO(image)) as img:
-        r, g, b = ImageStat.Stat(img.convert("RGB")).mean
-    return r, g, b
 
 
 @dataclass
