@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,9 +45,29 @@ def make_project(dest: Path, params: dict | None = None, git: bool = True) -> Pa
     return dest
 
 
+def _session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder shared by every worker of this run (pytest-xdist gives each its own basetemp
+    under one parent): the cache's files are written atomically, so workers share them safely
+    and the ONNX graph is built and each image embedded once per run, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = shared / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most `slow` tests (end-to-end `dvc repro` runs) first, each module's
+    own order kept: pytest-xdist hands one module at a time to a free worker, in this order, so
+    the longest modules start at once instead of after the short ones (when one worker would
+    be left running the longest alone at the end)."""
+    slow = Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cache = Path(os.environ.get("MLBENCH_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    cache = Path(os.environ.get("MLBENCH_TEST_CACHE") or _session_dir(tmp_path_factory, "cache"))
     old = os.environ.get("MLBENCH_CACHE_DIR")
     os.environ["MLBENCH_CACHE_DIR"] = str(cache)
     yield cache
