@@ -46,13 +46,20 @@ def _train_once_every_upload_is_in(fake, ablations: tuple[int, ...] = (5, 20)) -
     fake.ready_when = every_upload_is_in
 
 
-def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, digits_copy):  # noqa: F811
+def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, digits_copy,  # noqa: F811
+                                                           monkeypatch):
+    from mlbench.bench import schedule
     from mlbench.bench.schedule import run_submit
     from mlbench.bench.train import run_training
 
     acme.ready_when = lambda model: len(acme.models) == 2  # not trained until both started
     params = _params(digits_copy, acme)
+    read = Counter()
+    load_split = schedule.load_split
+    monkeypatch.setattr(schedule, "load_split",
+                        lambda ds, n: read.update([(ds, n)]) or load_split(ds, n))
     assert run_submit(params) == {"acme/digits/20": "trained", "acme/digits/5": "trained"}
+    assert read == {("digits", 5): 1, ("digits", 20): 1}  # each split read once
     assert acme.training_at_once == 2  # both started before either was trained
     assert read_json(paths.trainings_file()) == {"acme/digits/20": "trained",
                                                  "acme/digits/5": "trained"}
