@@ -130,6 +130,7 @@ class FakeServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # else ~40 ms per answer (Nagle x delayed ACK)
+            wbufsize = 1 << 16  # buffered: an answer leaves in one write, when flushed
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
@@ -146,14 +147,15 @@ class FakeServer:
                 for k, v in resp.headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(resp.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(resp.body)
                 # the whole answer in one write, `delay` after the request arrived: a server
                 # answering in 50 ms takes 50 ms, not 50 ms plus this fake's own Python work
-                self._headers_buffer.append(b"\r\n" + (resp.body if self.command != "HEAD"
-                                                         else b""))
                 wait = arrived + server.delay - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                self.flush_headers()
+                self.wfile.flush()
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
