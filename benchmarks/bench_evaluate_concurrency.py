@@ -45,7 +45,7 @@ from _common import ROOT, Stopwatch, chdir, check_quiet, print_table, say, write
 from bench_load_tester import FixedJsonService
 
 from mlbench import paths
-from mlbench.bench import evaluate
+from mlbench.bench import evaluate, runs
 from mlbench.core import ModelRef
 from mlbench.data.export import load_test_images, write_test_table
 from mlbench.project import parse_checked_params
@@ -70,23 +70,19 @@ def answering_server(delay: float) -> FakeServer:
 
 @contextlib.contextmanager
 def served_by(url: str, state: Path) -> Iterator[None]:
-    """`evaluate` opens the fixed-JSON service for every run (patched in for the registry)."""
+    """`evaluate` connects the fixed-JSON service for every run (patched in for the registry,
+    where a run's `Connection` opens its service)."""
 
-    @contextlib.contextmanager
-    def open_service(params: Any, service: str, ds: str, n: int) -> Iterator[FixedJsonService]:
+    def open_service(params: Any, service: str, ds: str, n: int) -> FixedJsonService:
         ctx = ServiceContext(service, ServiceSettings(), ds, n, params.seed, {}, state)
-        svc = FixedJsonService(ctx, url)
-        try:
-            yield svc
-        finally:
-            svc.close()
+        return FixedJsonService(ctx, url)
 
-    original = evaluate.open_service
-    evaluate.open_service = open_service
+    original = runs.open_service
+    runs.open_service = open_service
     try:
         yield
     finally:
-        evaluate.open_service = original
+        runs.open_service = original
 
 
 @contextlib.contextmanager

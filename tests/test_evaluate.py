@@ -259,11 +259,8 @@ class _Scripted:
     def __init__(self, fail: set[str], calls: list[str]):
         self.fail, self.calls = fail, calls
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
+    def close(self):
+        pass
 
     max_rps = None  # no rate limit
 
@@ -286,6 +283,7 @@ def test_the_single_stream_pass_takes_the_vendors_shared_rate_too(digits_copy, m
     """Runs of one vendor measured at once share its rate limit: the single calls of one run's
     latency pass must take their tokens as its scoring calls do, or together they exceed it."""
     from mlbench.bench import evaluate as ev
+    from mlbench.bench import runs
     from mlbench.bench.traffic import VendorTraffic
     from mlbench.core import ModelRef
     from mlbench.data.export import load_test_images, write_test_table
@@ -294,7 +292,7 @@ def test_the_single_stream_pass_takes_the_vendors_shared_rate_too(digits_copy, m
     write_test_table("digits", 2, 0)
     tests = load_test_images("digits")
     calls: list[str] = []
-    monkeypatch.setattr(ev, "open_service", lambda *a, **k: _Scripted(set(), calls))
+    monkeypatch.setattr(runs, "open_service", lambda *a, **k: _Scripted(set(), calls))
     traffic = VendorTraffic(1000.0)
     tokens: list[int] = []
     real_acquire = traffic.rate.acquire
@@ -314,6 +312,7 @@ def test_finding2_any_cut_and_rerun_scores_every_image_exactly_once(digits_copy,
     from hypothesis import strategies as st
 
     from mlbench.bench import evaluate as ev
+    from mlbench.bench import runs
     from mlbench.core import ModelRef
     from mlbench.data.export import load_test_images, write_test_table
 
@@ -326,7 +325,7 @@ def test_finding2_any_cut_and_rerun_scores_every_image_exactly_once(digits_copy,
     out = paths.predictions_csv("local", "digits", 5)
     calls: list[str] = []
     fail: set[str] = set()
-    monkeypatch.setattr(ev, "open_service", lambda *a, **k: _Scripted(fail, calls))
+    monkeypatch.setattr(runs, "open_service", lambda *a, **k: _Scripted(fail, calls))
     fail.update(digest[t.name] for t in tests[::3])  # some rows are errors
     ev.evaluate_model(params, model, tests)
     full = out.read_bytes()

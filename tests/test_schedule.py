@@ -201,10 +201,11 @@ def test_serial_schedule_starts_nothing_ahead(acme_package, acme, digits_copy): 
 
 
 def test_runs_are_measured_side_by_side_and_latency_is_timed_one_call_at_a_time(
-        acme_package, acme, digits_copy):  # noqa: F811
+        acme_package, acme, digits_copy, monkeypatch):  # noqa: F811
     from mlbench.bench.measure import run_measure
     from mlbench.bench.schedule import run_submit
     from mlbench.bench.train import run_training
+    from mlbench.services.local.service import LocalService
 
     acme.predict_delay = 0.05
     params = _params(digits_copy, acme, evaluate={"concurrency": 4}, latency={"samples": 5},
@@ -212,7 +213,13 @@ def test_runs_are_measured_side_by_side_and_latency_is_timed_one_call_at_a_time(
     run_submit(params)
     run_training(params, "local", "digits")
     run_training(params, "acme", "digits")
+    servers = Counter()
+    connect = LocalService.connect
+    monkeypatch.setattr(LocalService, "connect", lambda svc, model: (
+        servers.update([model.ablation]), connect(svc, model))[1])
     measured = run_measure(params)
+    # scoring, the single-stream pass and the load test of a run share one model server
+    assert servers == {5: 1, 20: 1}
     assert set(measured) == {"local/digits/5", "local/digits/20", "acme/digits/5",
                              "acme/digits/20"}
     assert all(0 <= m["accuracy"] <= 1 and m["throughput_rps"] > 0 for m in measured.values())

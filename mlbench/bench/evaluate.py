@@ -19,6 +19,7 @@ One writer at a time: the stage holds the (service, dataset) writer lock while i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlbench import paths
-from mlbench.bench.runs import fingerprint, trained_models
+from mlbench.bench.runs import Connection, fingerprint, trained_models
 from mlbench.bench.stats import NO_LABEL, percentiles_ms, run_metrics
 from mlbench.bench.traffic import VendorTraffic
 from mlbench.console import err, progress
@@ -45,7 +46,6 @@ from mlbench.redact import scrub
 from mlbench.runlock import stop_point, writer_lock
 from mlbench.services.base import Service
 from mlbench.services.http import CallAgain
-from mlbench.services.registry import open_service
 
 HEADER = ["image", "actual_class", "predicted_class", "confidence", "invoke_time", "attempts",
           "error"]
@@ -143,11 +143,13 @@ def resume(out: Path, meta: Path, key: str, tests: list[ImageRef], retry: bool) 
 
 
 def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
-                   service: str | None = None, traffic: VendorTraffic | None = None) -> dict:
+                   service: str | None = None, traffic: VendorTraffic | None = None,
+                   connection: Connection | None = None) -> dict:
     """Score the test set with `model` (resuming), time the single-stream pass, write metrics.
 
     `traffic`: the vendor's calls, shared when several of its runs are measured at once (the
-    `measure` stage); else the run's own, at the vendor's documented rate.
+    `measure` stage); else the run's own, at the vendor's documented rate. `connection`: the
+    run's, when the caller uses it again afterwards (for the load test); else one of its own.
     """
     service = service or model.service
     ds, n = model.dataset, model.ablation
@@ -170,8 +172,9 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
     sample = latency_sample(tests, params) if concurrency > 1 else []
     timed = _latency_done(paths.latency_csv(service, ds, n), state.same_model, sample)
     if todo or len(timed) < len(sample):
-        with open_service(params, service, ds, n) as svc:
-            svc.connect(model)
+        with contextlib.ExitStack() as own:
+            conn = connection or own.enter_context(Connection(params, service, model))
+            svc = conn.service()
             vendor = traffic or VendorTraffic(svc.max_rps)
             if todo:
                 _score(svc, todo, out, concurrency, vendor, where)

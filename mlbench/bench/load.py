@@ -17,6 +17,7 @@ nothing else of ours; this stage then finds them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from mlbench import paths
-from mlbench.bench.runs import fingerprint, trained_models
+from mlbench.bench.runs import Connection, fingerprint, trained_models
 from mlbench.bench.stats import percentiles_ms
 from mlbench.console import err
 from mlbench.core import ImageRef, ModelRef, Prediction
@@ -38,7 +39,6 @@ from mlbench.runlock import writer_lock
 from mlbench.services.base import Service
 from mlbench.services.http import HttpService
 from mlbench.services.ratelimit import RateLimiter
-from mlbench.services.registry import open_service
 
 HEADER = ["call", "start", "latency", "status", "attempts", "label", "error"]
 
@@ -177,9 +177,11 @@ def _run_load(params: Params, service: str, ds: str, sizes: list[int] | None) ->
 
 
 def load_model(params: Params, model: ModelRef, tests: list[ImageRef],
-               service: str | None = None, limiter: RateLimiter | None = None) -> dict:
+               service: str | None = None, limiter: RateLimiter | None = None,
+               connection: Connection | None = None) -> dict:
     """The load test of one model, or the one already run for this model with these settings
-    (the `measure` stage runs them ahead of the `load` stages, which then only find them)."""
+    (the `measure` stage runs them ahead of the `load` stages, which then only find them).
+    `connection`: the run's, already used to score it; else one of its own."""
     service = service or model.service
     ds, n, cfg = model.dataset, model.ablation, params.load
     chosen = tests[: cfg.calls]
@@ -192,8 +194,8 @@ def load_model(params: Params, model: ModelRef, tests: list[ImageRef],
                       " req/s")
             return summary
     images = [t.path.read_bytes() for t in chosen]
-    with open_service(params, service, ds, n) as svc:
-        svc.connect(model)
+    with contextlib.ExitStack() as own:
+        svc = (connection or own.enter_context(Connection(params, service, model))).service()
         err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "
                   f"({cfg.mode})")
         records, client = drive(svc, images, cfg, limiter)

@@ -30,7 +30,7 @@ from mlbench import paths
 from mlbench.bench.board import Board, Key
 from mlbench.bench.evaluate import evaluate_model
 from mlbench.bench.load import load_model
-from mlbench.bench.runs import trained_models
+from mlbench.bench.runs import Connection, trained_models
 from mlbench.bench.traffic import VendorTraffic
 from mlbench.console import err, show_bars
 from mlbench.core import ImageRef, ModelRef
@@ -83,11 +83,12 @@ def measure_run(params: Params, service: str, model: ModelRef, tests: list[Image
     try:
         stop_point()
         board.set(key, "scoring")
-        metrics = evaluate_model(params, model, tests, service, vendor)
-        board.set(key, "waiting to load-test", f"accuracy {metrics['accuracy']:.3f}")
-        with vendor.alone():
-            board.set(key, "load-testing")
-            load = load_model(params, model, tests, service, vendor.rate)
+        with Connection(params, service, model) as conn:
+            metrics = evaluate_model(params, model, tests, service, vendor, conn)
+            board.set(key, "waiting to load-test", f"accuracy {metrics['accuracy']:.3f}")
+            with vendor.alone():
+                board.set(key, "load-testing")
+                load = load_model(params, model, tests, service, vendor.rate, conn)
     except (ServiceError, UserError) as exc:
         board.set(key, "failed", str(exc))
         return str(exc)

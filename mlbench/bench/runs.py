@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 
 from mlbench import paths
@@ -13,6 +14,8 @@ from mlbench.data.ablate import read_availability
 from mlbench.errors import UserError
 from mlbench.io import read_json
 from mlbench.params import Params
+from mlbench.services.base import Service
+from mlbench.services.registry import open_service
 
 
 def selected_sizes(params: Params, ds: str, quiet: bool = False) -> Iterator[int]:
@@ -55,3 +58,41 @@ def trained_models(params: Params, service: str, ds: str,
             warn(f"{service}/{ds}/{n}: no trained model; run `mlbench train {service} {ds}`")
             continue
         yield model
+
+
+class Connection:
+    """One run's service, connected to its model on first use and kept for every later use:
+    scoring, the single-stream pass and the load test of a run measured together share one
+    connection, so a local model server is started (seconds: a process, onnxruntime sessions)
+    and a cloud endpoint adopted and warmed once per run, not once per step. Nothing is
+    connected when every step finds its results already written."""
+
+    def __init__(self, params: Params, service: str, model: ModelRef):
+        self._params, self._service, self._model = params, service, model
+        self._svc: Service | None = None
+        self._lock = threading.Lock()
+
+    def service(self) -> Service:
+        with self._lock:
+            if self._svc is None:
+                svc = open_service(self._params, self._service, self._model.dataset,
+                                   self._model.ablation)
+                try:
+                    svc.connect(self._model)
+                except BaseException:
+                    svc.close()
+                    raise
+                self._svc = svc
+            return self._svc
+
+    def close(self) -> None:
+        with self._lock:
+            svc, self._svc = self._svc, None
+        if svc is not None:
+            svc.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
