@@ -466,3 +466,18 @@ def test_stages_that_do_not_train_start_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_built_graph_is_found_without_importing_onnx():
+    """Each model server and train stage looks the backbone's graph up; only building it needs
+    the `onnx` package (0.7 s to import), and the lookup's name is the same as the builder's."""
+    from mlbench.services.local.features import export_onnx
+
+    graph = export_onnx(paths.models_cache())  # built once per session
+    code = ("import sys\n"
+            "from mlbench import paths\n"
+            "from mlbench.services.local.features import export_onnx\n"
+            "print(export_onnx(paths.models_cache()), 'onnx' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(graph), "False"]
