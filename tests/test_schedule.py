@@ -55,11 +55,14 @@ def test_every_training_is_started_before_any_is_waited_on(acme_package, acme, d
     acme.ready_when = lambda model: len(acme.models) == 2  # not trained until both started
     params = _params(digits_copy, acme)
     read = Counter()
-    load_split = schedule.load_split
+    load_split, manifest_hashes = schedule.load_split, schedule.manifest_hashes
     monkeypatch.setattr(schedule, "load_split",
                         lambda ds, n: read.update([(ds, n)]) or load_split(ds, n))
+    monkeypatch.setattr(schedule, "manifest_hashes",
+                        lambda ds: read.update([ds]) or manifest_hashes(ds))
     assert run_submit(params) == {"acme/digits/20": "trained", "acme/digits/5": "trained"}
-    assert read == {("digits", 5): 1, ("digits", 20): 1}  # each split read once
+    # each split read once, the manifest once (fingerprints and records reuse them)
+    assert read == {("digits", 5): 1, ("digits", 20): 1, "digits": 1}
     assert acme.training_at_once == 2  # both started before either was trained
     assert read_json(paths.trainings_file()) == {"acme/digits/20": "trained",
                                                  "acme/digits/5": "trained"}

@@ -19,7 +19,6 @@ One writer at a time: the stage holds the (service, dataset) writer lock while i
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlbench import paths
-from mlbench.bench.runs import Connection, fingerprint, trained_models
+from mlbench.bench.runs import Connection, connected, fingerprint, trained_models
 from mlbench.bench.stats import NO_LABEL, percentiles_ms, run_metrics
 from mlbench.bench.traffic import VendorTraffic
 from mlbench.console import err, progress
@@ -172,9 +171,7 @@ def evaluate_model(params: Params, model: ModelRef, tests: list[ImageRef],
     sample = latency_sample(tests, params) if concurrency > 1 else []
     timed = _latency_done(paths.latency_csv(service, ds, n), state.same_model, sample)
     if todo or len(timed) < len(sample):
-        with contextlib.ExitStack() as own:
-            conn = connection or own.enter_context(Connection(params, service, model))
-            svc = conn.service()
+        with connected(params, service, model, connection) as svc:
             vendor = traffic or VendorTraffic(svc.max_rps)
             if todo:
                 _score(svc, todo, out, concurrency, vendor, where)

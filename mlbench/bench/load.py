@@ -17,7 +17,6 @@ nothing else of ours; this stage then finds them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from mlbench import paths
-from mlbench.bench.runs import Connection, fingerprint, trained_models
+from mlbench.bench.runs import Connection, connected, fingerprint, trained_models
 from mlbench.bench.stats import percentiles_ms
 from mlbench.console import err
 from mlbench.core import ImageRef, ModelRef, Prediction
@@ -194,8 +193,7 @@ def load_model(params: Params, model: ModelRef, tests: list[ImageRef],
                       " req/s")
             return summary
     images = [t.path.read_bytes() for t in chosen]
-    with contextlib.ExitStack() as own:
-        svc = (connection or own.enter_context(Connection(params, service, model))).service()
+    with connected(params, service, model, connection) as svc:
         err.print(f"load {service}/{ds}/{n}: {cfg.calls} calls, {cfg.concurrency} in flight "
                   f"({cfg.mode})")
         records, client = drive(svc, images, cfg, limiter)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mlbench import paths
 from mlbench.console import warn
@@ -65,29 +65,27 @@ class Connection:
     scoring, the single-stream pass and the load test of a run measured together share one
     connection, so a local model server is started (seconds: a process, onnxruntime sessions)
     and a cloud endpoint adopted and warmed once per run, not once per step. Nothing is
-    connected when every step finds its results already written."""
+    connected when every step finds its results already written. Used by the run's own thread
+    (its steps run one after another)."""
 
     def __init__(self, params: Params, service: str, model: ModelRef):
         self._params, self._service, self._model = params, service, model
         self._svc: Service | None = None
-        self._lock = threading.Lock()
 
     def service(self) -> Service:
-        with self._lock:
-            if self._svc is None:
-                svc = open_service(self._params, self._service, self._model.dataset,
-                                   self._model.ablation)
-                try:
-                    svc.connect(self._model)
-                except BaseException:
-                    svc.close()
-                    raise
-                self._svc = svc
-            return self._svc
+        if self._svc is None:
+            svc = open_service(self._params, self._service, self._model.dataset,
+                               self._model.ablation)
+            try:
+                svc.connect(self._model)
+            except BaseException:
+                svc.close()
+                raise
+            self._svc = svc
+        return self._svc
 
     def close(self) -> None:
-        with self._lock:
-            svc, self._svc = self._svc, None
+        svc, self._svc = self._svc, None
         if svc is not None:
             svc.close()
 
@@ -96,3 +94,15 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def connected(params: Params, service: str, model: ModelRef,
+              connection: Connection | None) -> Iterator[Service]:
+    """The run's service, connected: through `connection` when the caller keeps it for a later
+    step (left open), else through a connection of its own, closed at the end."""
+    if connection is not None:
+        yield connection.service()
+        return
+    with Connection(params, service, model) as own:
+        yield own.service()

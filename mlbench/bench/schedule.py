@@ -84,19 +84,21 @@ Splits = dict[tuple[str, int], AblationSplit]
 def plan(params: Params, splits: Splits) -> tuple[list[Planned], list[Planned]]:
     """The run's trainings on a vendor's machines: those it needs (no model recorded for the
     run's current inputs, not a resource given by hand), and those already done. Each
-    ablation's split is read once into `splits`, for every service and the trainings."""
-    needed, done = [], []
-    for service in params.services:
-        if service_class(service).local_compute:
-            continue
-        for ds in params.datasets:
-            sha = manifest_hashes(ds)
-            for n in selected_sizes(params, ds, quiet=True):
+    dataset's manifest and each ablation's split are read once, for every service; the splits
+    are kept in `splits` for the trainings."""
+    needed: list[Planned] = []
+    done: list[Planned] = []
+    cloud = [s for s in params.services if not service_class(s).local_compute]
+    if not cloud:
+        return needed, done
+    for ds in params.datasets:
+        sha = manifest_hashes(ds)  # once per dataset, for every service
+        for n in selected_sizes(params, ds, quiet=True):
+            splits[ds, n] = split = load_split(ds, n)
+            for service in cloud:
                 with open_service(params, service, ds, n) as svc:
                     given = svc.hand_given()
-                    if (ds, n) not in splits:
-                        splits[ds, n] = load_split(ds, n)
-                    key = split_fingerprint(svc, splits[ds, n], sha, given)
+                    key = split_fingerprint(svc, split, sha, given)
                 model = ModelRef.load(paths.model_json(service, ds, n))
                 run = Planned(service, ds, n, key)
                 if given or (model is not None and model.details.get("fingerprint") == key):
